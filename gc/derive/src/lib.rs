@@ -1,0 +1,2 @@
+//! `#[derive(Trace)]` for goro-gc. Placeholder until the GC issue.
+#![deny(clippy::undocumented_unsafe_blocks)]

@@ -1,0 +1,41 @@
+//! `#[goro::main]`: runs `fn main` as the main goroutine of a goro runtime.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use proc_macro::TokenStream;
+use quote::quote;
+use syn::{parse_macro_input, ItemFn};
+
+/// Turns `fn main() -> R { body }` into `fn main() -> R { goro::run(move || -> R { body }) }`.
+/// Takes no arguments; use `goro::Builder` for settings.
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[goro::main] takes no arguments; use goro::Builder for runtime settings",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let f = parse_macro_input!(item as ItemFn);
+    if f.sig.asyncness.is_some() || !f.sig.inputs.is_empty() {
+        return syn::Error::new_spanned(&f.sig, "#[goro::main] needs a plain `fn main()`")
+            .to_compile_error()
+            .into();
+    }
+    let attrs = &f.attrs;
+    let vis = &f.vis;
+    let sig = &f.sig;
+    let body = &f.block;
+    let ret = match &sig.output {
+        syn::ReturnType::Default => quote!(()),
+        syn::ReturnType::Type(_, t) => quote!(#t),
+    };
+    quote!(
+        #(#attrs)*
+        #vis #sig {
+            ::goro::run(move || -> #ret #body)
+        }
+    )
+    .into()
+}

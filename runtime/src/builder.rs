@@ -1,0 +1,88 @@
+//! Starting a runtime: `goro::run`, `goro::Builder`.
+
+use crate::sched::{Config, Runtime};
+use crate::stack::DEFAULT_STACK_SIZE;
+
+/// Runtime settings. `Builder::new().stack_size(64 << 10).run(main)`.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    config: Config,
+    max_procs: Option<usize>,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    pub fn new() -> Builder {
+        Builder {
+            config: Config { stack_size: DEFAULT_STACK_SIZE, thread_name: "goro".into() },
+            max_procs: None,
+        }
+    }
+
+    /// Default stack slot size for goroutines of this runtime, in bytes (rounded up to a power
+    /// of two from 16 KiB to 1 GiB; the guard page comes out of it). Default 256 KiB.
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.config.stack_size = bytes;
+        self
+    }
+
+    /// Prefix of the runtime's thread names (`<name>-m0`, ...). Default `goro`.
+    pub fn thread_name(mut self, name: impl Into<String>) -> Builder {
+        self.config.thread_name = name.into();
+        self
+    }
+
+    /// Number of processors (Go's `GOMAXPROCS`). Recorded for the multi-processor scheduler;
+    /// this version runs one processor whatever the value.
+    pub fn max_procs(mut self, n: usize) -> Builder {
+        self.max_procs = Some(n.max(1));
+        self
+    }
+
+    /// Runs `f` as the main goroutine and returns its value. Starts the runtime with these
+    /// settings if none is running (a runtime already running is joined as it is, settings
+    /// unchanged); the last `run` to return stops a runtime that `run` started. Called from a
+    /// goroutine, it just calls `f`.
+    ///
+    /// A panic in `f` is resumed in the caller.
+    pub fn run<F, T>(self, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if crate::tls::current_g().is_some() {
+            return f();
+        }
+        let entered = Runtime::enter(self.config);
+        let main = crate::spawn(f);
+        let r = main.join();
+        drop(entered);
+        match r {
+            Ok(v) => v,
+            Err(p) => p.resume(),
+        }
+    }
+}
+
+/// Runs `f` as the main goroutine of a runtime with default settings and returns its value
+/// (see [`Builder::run`]).
+///
+/// ```
+/// let n = goro::run(|| {
+///     let hs: Vec<_> = (0..10).map(|i| goro::spawn(move || i * i)).collect();
+///     hs.into_iter().map(|h| h.join().unwrap()).sum::<i32>()
+/// });
+/// assert_eq!(n, 285);
+/// ```
+pub fn run<F, T>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Builder::new().run(f)
+}

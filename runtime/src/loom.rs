@@ -1,0 +1,8 @@
+//! The atomics shim: the runtime's lock-free code imports atomics from here so the
+//! same code runs under `loom` (`RUSTFLAGS="--cfg loom" cargo test -p goro-runtime --lib loom_`).
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};

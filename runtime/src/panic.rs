@@ -1,0 +1,53 @@
+//! `Panic`: a goroutine's panic, carried to whoever joins it.
+
+use std::any::Any;
+use std::fmt;
+
+/// The payload of a panic that ended a goroutine. `JoinHandle::join` returns it instead of
+/// taking the runtime down; the panic message was already printed by the panic hook, as for
+/// threads.
+pub struct Panic {
+    payload: Box<dyn Any + Send + 'static>,
+}
+
+impl Panic {
+    pub(crate) fn new(payload: Box<dyn Any + Send + 'static>) -> Panic {
+        Panic { payload }
+    }
+
+    /// The panic message, when the payload is a string (as with `panic!("...")`).
+    pub fn message(&self) -> Option<&str> {
+        if let Some(s) = self.payload.downcast_ref::<&'static str>() {
+            Some(s)
+        } else {
+            self.payload.downcast_ref::<String>().map(String::as_str)
+        }
+    }
+
+    /// The raw payload, as `std::thread::JoinHandle::join` would return it.
+    pub fn into_payload(self) -> Box<dyn Any + Send + 'static> {
+        self.payload
+    }
+
+    /// Continues the panic in the caller (`std::panic::resume_unwind`).
+    pub fn resume(self) -> ! {
+        std::panic::resume_unwind(self.payload)
+    }
+}
+
+impl fmt::Debug for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Panic").field("message", &self.message()).finish()
+    }
+}
+
+impl fmt::Display for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.message() {
+            Some(m) => write!(f, "goroutine panicked: {m}"),
+            None => write!(f, "goroutine panicked"),
+        }
+    }
+}
+
+impl std::error::Error for Panic {}

@@ -1,0 +1,82 @@
+//! The parking primitive every blocking operation is built on, with `std::thread`'s semantics,
+//! and the goroutine handle.
+
+use crate::g::{self, GRef, Switch};
+use crate::tls;
+use std::fmt;
+
+/// A handle to a goroutine: its id, and `unpark`.
+#[derive(Clone)]
+pub struct Goroutine {
+    pub(crate) inner: GRef,
+}
+
+impl Goroutine {
+    /// The goroutine's id: unique in the process, never reused, counting from 1.
+    pub fn id(&self) -> u64 {
+        self.inner.g.id
+    }
+
+    /// Makes the goroutine's unpark token available (`std::thread::Thread::unpark`): if it is
+    /// parked it wakes; otherwise its next `park` returns at once. Callable from any thread.
+    pub fn unpark(&self) {
+        g::unpark(self.inner.clone());
+    }
+}
+
+impl PartialEq for Goroutine {
+    fn eq(&self, other: &Goroutine) -> bool {
+        self.id() == other.id()
+    }
+}
+impl Eq for Goroutine {}
+
+impl fmt::Debug for Goroutine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Goroutine").field("id", &self.id()).finish()
+    }
+}
+
+/// The calling goroutine's handle.
+///
+/// # Panics
+/// When called outside a goroutine; see [`try_current`].
+pub fn current() -> Goroutine {
+    try_current().expect("goro::current() called outside a goroutine")
+}
+
+/// The calling goroutine's handle, or `None` on a plain thread.
+pub fn try_current() -> Option<Goroutine> {
+    tls::current_g().map(|inner| Goroutine { inner })
+}
+
+/// Blocks until the current goroutine's token is made available (by [`Goroutine::unpark`]),
+/// consuming it. Like `std::thread::park`, it may also return spuriously: call it in a loop
+/// that checks a condition. In a goroutine it parks the goroutine (its M runs others); on a
+/// plain thread it is `std::thread::park`.
+pub fn park() {
+    let parked = tls::with_current_g(|g| {
+        g.map(|g| {
+            // `park_current` switches out: the cell stays valid because the M holds a GRef.
+            g::park_current(&g.g);
+        })
+    });
+    if parked.is_none() {
+        std::thread::park();
+    }
+}
+
+/// Lets other goroutines run: the current one goes to the back of the run queue. On a plain
+/// thread it is `std::thread::yield_now`.
+pub fn yield_now() {
+    let yielded = tls::with_current_g(|g| g.map(|g| g::switch_out(&g.g, Switch::Yield)));
+    if yielded.is_none() {
+        std::thread::yield_now();
+    }
+}
+
+/// Number of goroutines that exist now (spawned and not yet finished), like Go's
+/// `runtime.NumGoroutine`.
+pub fn num_goroutine() -> usize {
+    g::LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}

@@ -1,0 +1,299 @@
+//! The scheduler: Ms (OS threads) running Ps' queues of Gs, and the runtime's life cycle.
+//!
+//! This scheduler runs **one P on one M**: every goroutine runs on the runtime's one
+//! scheduler thread, readied goroutines from other threads arrive through the global queue.
+//! It already has the G/M/P shape the work-stealing scheduler fills in:
+//! - a [`P`] owns a `runnext` slot (a goroutine readied by the running one runs next: spawn and
+//!   unpark hand over the rest of the time slice, like Go's `runqput(.., next=true)`) and a
+//!   local queue, both touched only by the M that holds the P;
+//! - the [`Runtime`] owns the global queue, fed by threads that are not Ms and checked every
+//!   61st schedule so local work cannot starve it (Go's `schedtick%61`);
+//! - an M with no work sleeps on the global queue's condition variable; injecting wakes it.
+//!
+//! Because goroutines never change thread here, code that keeps a reference into a
+//! thread-local across a park is still correct; the multi-P scheduler must keep it so.
+//!
+//! Life cycle: [`Runtime::enter`] starts a runtime if none is running (the first `run`, or the
+//! first `spawn` from a plain thread, which starts a background runtime that lives until the
+//! process exits). `run` holds a user count; the last `run` to return stops the runtime it
+//! started: its M exits and goroutines still parked or queued are left as they are (like Go's
+//! at the end of `main`, they never run again; their slots are not reused).
+
+use crate::g::{GRef, Switch};
+use crate::signal::AltStack;
+use crate::tls;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// A goroutine readied from outside any M waits here.
+struct GlobalQueue {
+    q: VecDeque<GRef>,
+    /// An M is asleep on `Runtime::wake`.
+    m_idle: bool,
+}
+
+/// Settings of a runtime (from `goro::Builder`).
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) stack_size: usize,
+    pub(crate) thread_name: String,
+}
+
+pub(crate) struct Runtime {
+    global: Mutex<GlobalQueue>,
+    wake: Condvar,
+    stop: AtomicBool,
+    pub(crate) config: Config,
+    m_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The running runtime and how many `run` calls use it (`None` users: background runtime).
+struct Current {
+    rt: Option<Arc<Runtime>>,
+    users: Option<usize>,
+}
+
+static CURRENT: Mutex<Current> = Mutex::new(Current { rt: None, users: None });
+
+fn current() -> std::sync::MutexGuard<'static, Current> {
+    CURRENT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The runtime a goroutine or plain thread should use, starting a background one if none runs.
+pub(crate) fn runtime_or_start() -> Arc<Runtime> {
+    let p = tls::current_p();
+    if !p.is_null() {
+        // SAFETY: a non-null CURRENT_P points at the P on this M's stack frame, alive while
+        // the M runs goroutines (the only time this thread can be here with it set).
+        return unsafe { (*p).rt.clone() };
+    }
+    let mut cur = current();
+    if let Some(rt) = &cur.rt {
+        return rt.clone();
+    }
+    let rt = Runtime::start(Config {
+        stack_size: crate::stack::DEFAULT_STACK_SIZE,
+        thread_name: "goro".into(),
+    });
+    cur.rt = Some(rt.clone());
+    cur.users = None;
+    rt
+}
+
+/// A `run` call's hold on the runtime; the last one stops a runtime that `run` started.
+pub(crate) struct Entered {
+    pub(crate) rt: Arc<Runtime>,
+}
+
+impl Runtime {
+    /// Joins the running runtime, or starts one with `config`.
+    pub(crate) fn enter(config: Config) -> Entered {
+        let mut cur = current();
+        if let Some(rt) = cur.rt.clone() {
+            if let Some(n) = cur.users.as_mut() {
+                *n += 1;
+            }
+            return Entered { rt };
+        }
+        let rt = Runtime::start(config);
+        cur.rt = Some(rt.clone());
+        cur.users = Some(1);
+        Entered { rt }
+    }
+
+    fn start(config: Config) -> Arc<Runtime> {
+        crate::signal::install_handler();
+        let rt = Arc::new(Runtime {
+            global: Mutex::new(GlobalQueue { q: VecDeque::new(), m_idle: false }),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            config,
+            m_thread: Mutex::new(None),
+        });
+        let rt2 = rt.clone();
+        let m = std::thread::Builder::new()
+            .name(format!("{}-m0", rt.config.thread_name))
+            .spawn(move || m_main(rt2))
+            .expect("goro: cannot start the scheduler thread");
+        *rt.m_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+        rt
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GlobalQueue> {
+        self.global.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a G readied by a thread that is not an M.
+    pub(crate) fn inject(&self, g: GRef) {
+        let mut gq = self.lock();
+        gq.q.push_back(g);
+        if gq.m_idle {
+            gq.m_idle = false;
+            self.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let mut cur = current();
+        let last = match cur.users.as_mut() {
+            Some(n) => {
+                *n -= 1;
+                *n == 0
+            }
+            None => false,
+        };
+        if !last || !cur.rt.as_ref().is_some_and(|rt| Arc::ptr_eq(rt, &self.rt)) {
+            return;
+        }
+        cur.rt = None;
+        cur.users = None;
+        drop(cur);
+        self.rt.stop.store(true, Ordering::Release);
+        {
+            let mut gq = self.rt.lock();
+            gq.m_idle = false;
+            self.rt.wake.notify_all();
+        }
+        let m = self.rt.m_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(m) = m {
+            let _ = m.join();
+        }
+    }
+}
+
+/// A processor: the right to run goroutines, with its queues. Touched only by its M's thread
+/// (goroutines running on that M included), hence the plain cells.
+pub(crate) struct P {
+    pub(crate) rt: Arc<Runtime>,
+    runnext: Cell<Option<GRef>>,
+    local: RefCell<VecDeque<GRef>>,
+    tick: Cell<u32>,
+}
+
+/// How often a P looks at the global queue before its own (Go's `schedtick%61`): a prime, so
+/// it does not fall into step with a program's own periodicity.
+const GLOBAL_CHECK_TICKS: u32 = 61;
+
+impl P {
+    /// Queues `g` to run next; the previous `runnext` moves to the local tail.
+    fn push_next(&self, g: GRef) {
+        if let Some(old) = self.runnext.replace(Some(g)) {
+            self.local.borrow_mut().push_back(old);
+        }
+    }
+
+    fn push_tail(&self, g: GRef) {
+        self.local.borrow_mut().push_back(g);
+    }
+
+    fn take_global(&self, max: usize) -> Option<GRef> {
+        let mut gq = self.rt.lock();
+        let first = gq.q.pop_front()?;
+        let n = gq.q.len().min(max);
+        self.local.borrow_mut().extend(gq.q.drain(..n));
+        Some(first)
+    }
+
+    /// The next G to run, or `None` if there is nothing local or global.
+    fn find_runnable(&self) -> Option<GRef> {
+        let t = self.tick.get().wrapping_add(1);
+        self.tick.set(t);
+        if t % GLOBAL_CHECK_TICKS == 0 {
+            if let Some(g) = self.take_global(1) {
+                return Some(g);
+            }
+        }
+        if let Some(g) = self.runnext.take() {
+            return Some(g);
+        }
+        if let Some(g) = self.local.borrow_mut().pop_front() {
+            return Some(g);
+        }
+        self.take_global(128)
+    }
+}
+
+/// Makes a runnable G eligible to run: on this M's P if called on an M, else globally.
+pub(crate) fn ready(g: GRef) {
+    let p = tls::current_p();
+    if !p.is_null() {
+        // SAFETY: see `runtime_or_start`: the P outlives every goroutine run on its M.
+        unsafe { (*p).push_next(g) };
+        return;
+    }
+    let rt = current().rt.clone();
+    match rt {
+        Some(rt) => rt.inject(g),
+        // No runtime: the G stays parked-for-good, kept alive by its own reference.
+        None => drop(g),
+    }
+}
+
+/// Queues a freshly spawned G on `rt`.
+pub(crate) fn ready_new(rt: &Runtime, g: GRef) {
+    let p = tls::current_p();
+    // SAFETY: see `runtime_or_start`.
+    if !p.is_null() && std::ptr::eq(unsafe { &*(*p).rt }, rt) {
+        // SAFETY: as above.
+        unsafe { (*p).push_next(g) };
+    } else {
+        rt.inject(g);
+    }
+}
+
+/// The scheduler loop of an M.
+fn m_main(rt: Arc<Runtime>) {
+    let _alt = AltStack::install();
+    let p = P {
+        rt: rt.clone(),
+        runnext: Cell::new(None),
+        local: RefCell::new(VecDeque::new()),
+        tick: Cell::new(0),
+    };
+    tls::set_current_p(&p);
+    while !rt.stop.load(Ordering::Acquire) {
+        let g = match p.find_runnable() {
+            Some(g) => g,
+            None => {
+                let mut gq = rt.lock();
+                while gq.q.is_empty() && !rt.stop.load(Ordering::Acquire) {
+                    gq.m_idle = true;
+                    gq = rt.wake.wait(gq).unwrap_or_else(|e| e.into_inner());
+                }
+                continue;
+            }
+        };
+        execute(&p, g);
+    }
+    tls::set_current_p(std::ptr::null());
+    // Goroutines still queued never run again; each keeps itself alive (see `g`).
+    drop(p);
+}
+
+/// Runs `g` until it switches out, then files it according to why.
+fn execute(p: &P, g: GRef) {
+    g.g.transition_to_running();
+    tls::set_current_g(Some(&g));
+    // SAFETY: we just moved the G to RUNNING, which makes this M the owner of its coroutine.
+    let r = unsafe { g.resume() };
+    tls::set_current_g(None);
+    match r {
+        corosensei::CoroutineResult::Yield(Switch::Yield) => {
+            g.g.transition_to_runnable();
+            p.push_tail(g);
+        }
+        corosensei::CoroutineResult::Yield(Switch::Park) => {
+            if !g.g.transition_to_waiting() {
+                // A token arrived while it was switching out: it runs again at once.
+                p.push_next(g);
+            }
+            // Otherwise it is WAITING: whoever unparks it queues it again.
+        }
+        // SAFETY: this M ran the G to its return.
+        corosensei::CoroutineResult::Return(()) => unsafe { g.finish() },
+    }
+}

@@ -1,0 +1,136 @@
+//! Spawning goroutines and joining them: `spawn`, `go!`, `SpawnBuilder`, `JoinHandle`.
+
+use crate::g::{self, GCell, OutputSlot};
+use crate::sched;
+use crate::stack::GuardError;
+use crate::{Goroutine, Panic};
+use std::fmt;
+use std::sync::Arc;
+
+/// Spawns a goroutine running `f` and returns a handle to join it.
+///
+/// Works from a goroutine or from a plain thread; from a plain thread with no runtime running
+/// it starts a background runtime with default settings.
+///
+/// # Panics
+/// If no stack slot can be had (see [`SpawnError`]); [`try_spawn`] returns the error instead.
+///
+/// ```
+/// let h = goro::run(|| goro::spawn(|| 6 * 7).join().unwrap());
+/// assert_eq!(h, 42);
+/// ```
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    match try_spawn(f) {
+        Ok(h) => h,
+        Err(e) => panic!("goro::spawn failed: {e}"),
+    }
+}
+
+/// Like [`spawn`], but returns an error instead of panicking when no stack can be had.
+pub fn try_spawn<F, T>(f: F) -> Result<JoinHandle<T>, SpawnError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    SpawnBuilder::new().spawn(f)
+}
+
+/// Spawns a goroutine, Go style: `go!(work(x))` or `go! { a(); b() }` runs the expression or
+/// block in a new goroutine (a `move` closure) and evaluates to its [`JoinHandle`].
+///
+/// ```
+/// goro::run(|| {
+///     let x = 20;
+///     let h = goro::go!(x + 22);
+///     assert_eq!(h.join().unwrap(), 42);
+/// });
+/// ```
+#[macro_export]
+macro_rules! go {
+    ($($body:tt)*) => {
+        $crate::spawn(move || { $($body)* })
+    };
+}
+
+/// Options for one goroutine (std's `thread::Builder` for goroutines).
+#[derive(Debug, Clone, Default)]
+pub struct SpawnBuilder {
+    stack_size: Option<usize>,
+}
+
+impl SpawnBuilder {
+    pub fn new() -> SpawnBuilder {
+        SpawnBuilder::default()
+    }
+
+    /// Stack size for this goroutine in bytes, rounded up to a power of two between 16 KiB
+    /// and 1 GiB; the guard page comes out of it. Defaults to the runtime's setting.
+    pub fn stack_size(mut self, bytes: usize) -> SpawnBuilder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    pub fn spawn<F, T>(self, f: F) -> Result<JoinHandle<T>, SpawnError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let rt = sched::runtime_or_start();
+        let size = self.stack_size.unwrap_or(rt.config.stack_size);
+        let cell = g::new_goroutine(f, size).map_err(SpawnError)?;
+        sched::ready_new(&rt, cell.clone());
+        Ok(JoinHandle { cell })
+    }
+}
+
+/// Why a goroutine could not be spawned: no stack slot could be made (address space, or guard
+/// pages on a kernel without `MADV_GUARD_INSTALL` that ran out of mappings). The message says
+/// what to do.
+#[derive(Debug)]
+pub struct SpawnError(GuardError);
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// An owned permission to join a goroutine (wait for it and take its result). Dropping it
+/// detaches the goroutine, which keeps running.
+pub struct JoinHandle<T> {
+    cell: Arc<GCell<OutputSlot<T>>>,
+}
+
+impl<T: Send + 'static> JoinHandle<T> {
+    /// Waits for the goroutine to finish and returns its result, or the [`Panic`] that ended
+    /// it. From a goroutine this parks the goroutine; from a plain thread it blocks the thread.
+    pub fn join(self) -> Result<T, Panic> {
+        g::join(&self.cell)
+    }
+
+    /// Whether the goroutine has finished (so `join` would not wait).
+    pub fn is_finished(&self) -> bool {
+        self.cell.g.is_complete()
+    }
+
+    /// The goroutine's handle (its id, `unpark`).
+    pub fn goroutine(&self) -> Goroutine {
+        Goroutine { inner: self.cell.clone() }
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle").field("id", &self.cell.g.id).finish()
+    }
+}

@@ -1,0 +1,185 @@
+//! Goroutine stacks: slots of reserved memory that grow by page faults and never move.
+//!
+//! Go copies a goroutine's stack to a bigger one when it overflows and fixes every pointer into
+//! it from the compiler's stack maps. Rust has no stack maps, and the conservative alternative
+//! (add the move's delta to every word that looks like a pointer into the old stack) corrupts
+//! ordinary safe Rust: a `Vec<&T>` of references to locals, a boxed closure borrowing a local,
+//! a map keyed by slices of a stack buffer, a scoped thread writing into a local, a pointer cast
+//! to an integer, a pinned waiter linked from a heap list. So in goro:
+//!
+//! **A stack never moves while anything may point into it.**
+//!
+//! Each goroutine owns a [`StackSlot`]: a power-of-two range of reserved address space (256 KiB
+//! by default) whose pages the kernel commits on first touch. The MMU is the overflow check and
+//! growth costs one page fault per 4 KiB, no copy:
+//!
+//! ```text
+//!   lo                                                                           hi = lo + size
+//!   ┌────────────┬──────────────────────────────────────────────┬──────────┬─────────────────┐
+//!   │ guard page │  never touched: reserved, not committed      │ red zone │ live frames  ◀──│
+//!   │ (4 KiB,    │  ◀── the stack grows down into this by page   │ (kept)   │ sp           top │
+//!   │  faults)   │      faults; released again below sp - red   │          │  initial frame  │
+//!   └────────────┴──────────────────────────────────────────────┴──────────┴─────────────────┘
+//! ```
+//!
+//! - Slots are carved from 16 GiB `MAP_NORESERVE` reservations ([`reservation`]), so a million
+//!   goroutines live in 16 mappings. The guard page is installed with `MADV_GUARD_INSTALL`
+//!   (batched, [`madvise`]), which does not split the mapping; older kernels fall back to
+//!   `mprotect` and, when mappings run out, `spawn` fails with an error saying what to do.
+//! - A goroutine that overruns its slot faults on the guard page; the handler in `crate::signal`
+//!   prints `fatal error: stack overflow in goroutine <id> (limit <N> KiB)` and aborts.
+//! - Freed slots are reused through per-thread caches and a global list ([`pool`]), which
+//!   also says when their committed pages are given back.
+//! - For the garbage collector: [`release_below_sp`] gives back the pages of a *parked*
+//!   goroutine below its stack pointer minus a red zone, and [`stats`] reports usage.
+
+pub(crate) mod madvise;
+pub(crate) mod pool;
+pub(crate) mod reservation;
+
+pub use madvise::GuardError;
+
+use corosensei::stack::{Stack, StackPointer};
+use madvise::PAGE;
+use std::num::NonZeroUsize;
+
+/// Bytes kept committed below a parked goroutine's recorded stack pointer when its stack is
+/// trimmed. The pointer is recorded in `park`, a few frames above the context switch; those
+/// frames (the switch itself, `Yielder::suspend`) and the 128-byte x86-64 red zone need well
+/// under 1 KiB, so one page plus rounding down to a page boundary is a wide margin.
+pub const RED_ZONE: usize = PAGE;
+
+/// The default slot size: 256 KiB of address space, of which the guard takes one page. Unchecked
+/// std calls need far more than Go's 2 KiB (a caught panic ~5.4 KiB, a backtrace ~22 KiB).
+pub const DEFAULT_STACK_SIZE: usize = 256 << 10;
+
+/// The stack slot a goroutine runs on. Owned by the goroutine's coroutine; returned to the pool
+/// when dropped, which happens only after the coroutine finished (or never ran).
+pub(crate) struct StackSlot {
+    lo: usize,
+    class: u8,
+}
+
+impl StackSlot {
+    /// Takes a slot able to hold `stack_size` bytes (rounded up to a power of two, 16 KiB to
+    /// 1 GiB, guard page included).
+    pub(crate) fn new(stack_size: usize) -> Result<StackSlot, GuardError> {
+        let class = pool::class_of(stack_size);
+        let lo = pool::acquire(class)?;
+        Ok(StackSlot { lo, class })
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        pool::class_size(self.class)
+    }
+
+    pub(crate) fn lo(&self) -> usize {
+        self.lo
+    }
+
+    pub(crate) fn hi(&self) -> usize {
+        self.lo + self.size()
+    }
+
+}
+
+/// A slot's bounds, copied out of the slot for those who inspect a stack they do not own
+/// (the fault handler, the collector).
+#[derive(Clone, Copy)]
+pub(crate) struct SlotView {
+    pub(crate) lo: usize,
+    pub(crate) size: usize,
+}
+
+impl SlotView {
+    pub(crate) fn hi(&self) -> usize {
+        self.lo + self.size
+    }
+
+    /// Resident bytes of this slot (`mincore`).
+    pub(crate) fn committed_bytes(&self) -> usize {
+        madvise::resident_bytes(self.lo, self.hi())
+    }
+
+    /// Releases the pages between the guard and `sp - RED_ZONE` (rounded down to a page).
+    /// Returns the length of the range released.
+    ///
+    /// # Safety
+    /// The coroutine on this slot must be suspended with its stack pointer at or above `sp`,
+    /// and must stay suspended until this returns: nothing live may be below `sp - RED_ZONE`.
+    pub(crate) unsafe fn release_below(&self, sp: usize) -> usize {
+        let top = sp.saturating_sub(RED_ZONE) & !(PAGE - 1);
+        let bottom = self.lo + PAGE;
+        if top <= bottom || sp > self.hi() {
+            return 0;
+        }
+        let range = [libc::iovec {
+            iov_base: bottom as *mut libc::c_void,
+            iov_len: top - bottom,
+        }];
+        // SAFETY: the caller guarantees the range holds nothing live and no one runs on it.
+        unsafe { madvise::release(&range) };
+        top - bottom
+    }
+}
+
+impl Drop for StackSlot {
+    fn drop(&mut self) {
+        pool::free(self.class, self.lo);
+    }
+}
+
+// SAFETY: `base` and `limit` are page aligned (so `STACK_ALIGNMENT`-aligned), `limit` includes
+// the guard page, and the range is mapped read-write (bar the guard) for as long as the slot is
+// owned: reservations are never unmapped and a slot is owned by one coroutine at a time.
+unsafe impl Stack for StackSlot {
+    fn base(&self) -> StackPointer {
+        NonZeroUsize::new(self.hi()).expect("slot address is non-zero")
+    }
+    fn limit(&self) -> StackPointer {
+        NonZeroUsize::new(self.lo).expect("slot address is non-zero")
+    }
+}
+
+/// Process-wide stack statistics (see [`stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StackStats {
+    /// Reservations mapped (each one mapping, never unmapped).
+    pub reservations: usize,
+    /// Address space reserved for stacks, in bytes.
+    pub reserved_bytes: usize,
+    /// Slots carved from the reservations so far (in use or free).
+    pub slots: usize,
+    /// Slots owned by goroutines now.
+    pub slots_in_use: usize,
+    /// Address space of the slots in use, in bytes.
+    pub in_use_bytes: usize,
+    /// Resident (committed) bytes across all slots, in use or cached, from `mincore`.
+    pub committed_bytes: usize,
+}
+
+/// Current statistics. Counting committed bytes walks every carved slot with `mincore`, so this
+/// costs about a millisecond per 100,000 slots: call it for monitoring, not in a hot loop.
+pub fn stats() -> StackStats {
+    let (reservations, reserved_bytes) = reservation::totals();
+    let committed_bytes = pool::carved_ranges()
+        .into_iter()
+        .map(|(lo, hi)| madvise::resident_bytes(lo, hi))
+        .sum();
+    StackStats {
+        reservations,
+        reserved_bytes,
+        slots: pool::SLOTS_CARVED.load(std::sync::atomic::Ordering::Relaxed),
+        slots_in_use: pool::SLOTS_IN_USE.load(std::sync::atomic::Ordering::Relaxed),
+        in_use_bytes: pool::BYTES_IN_USE.load(std::sync::atomic::Ordering::Relaxed),
+        committed_bytes,
+    }
+}
+
+/// Gives back every committed page of every free slot (global pool and this thread's cache).
+/// Returns the number of slots trimmed.
+pub fn trim() -> usize {
+    pool::trim()
+}
+
+pub use crate::g::{committed_bytes, release_below_sp};

@@ -1,0 +1,275 @@
+//! The slot pool: where stack slots come from and go back to.
+//!
+//! Slots come in power-of-two size classes from 16 KiB to 1 GiB (the guard page is part of the
+//! slot). Each class has one global [`ClassPool`] and every thread that spawns or frees
+//! goroutines has a small [`ThreadCache`] of the class in front of it:
+//!
+//! ```text
+//!   acquire: thread cache ──empty──▶ global warm list ──▶ global cold list ──▶ carve a batch
+//!   free:    thread cache ──full──▶ half moves to the global warm list (deep pages released)
+//!                                    warm list beyond its bound ──▶ whole slot released, cold
+//! ```
+//!
+//! Memory policy ("release when cached beyond a bound"):
+//! - A slot in a thread cache keeps every page it committed: it is the hot path (spawn+join,
+//!   a goroutine replaced by another) and costs nothing to reuse.
+//! - When a slot leaves a thread cache for the global list, the pages below its top page are
+//!   released with one batched `MADV_DONTNEED`. The top page stays: reusing a slot whose top page
+//!   is committed costs no page fault, and page faults (~2 µs here, mostly zeroing) are the whole
+//!   cost of spawning a goroutine on a fresh slot.
+//! - The global warm list holds at most `max(4096, peak slots in use)` slots. Past that, the
+//!   oldest warm slots are released completely and become cold. So a program that once ran a
+//!   million goroutines keeps one page per slot of that peak committed for reuse (like Go's stack
+//!   pool keeps freed spans until its scavenger runs); [`trim`] gives all of it back, and the
+//!   garbage collector's scavenger will call it.
+//!
+//! Carving: a class bump-allocates slots from its current reservation in batches of up to 1,024
+//! (one `process_madvise` guard installation per batch), parking the batch on the cold list.
+//! Slots are never unmapped.
+
+use super::madvise::{self, GuardError, PAGE};
+use super::reservation;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+pub(crate) const MIN_SLOT: usize = 16 << 10;
+pub(crate) const MAX_SLOT: usize = 1 << 30;
+pub(crate) const NUM_CLASSES: usize = 17; // 2^14 ..= 2^30
+
+/// Slots a thread cache holds per class before half of them go to the global list. 256 slots
+/// is 1 MiB of top pages: enough that spawn/exit churn never touches the global lock, small
+/// enough that an idle thread does not sit on much memory.
+const THREAD_CACHE_CAP: usize = 256;
+/// Slots moved between a thread cache and the global list at once.
+const TRANSFER: usize = 128;
+/// Floor of the global warm list bound, in slots.
+const WARM_FLOOR: usize = 4096;
+
+/// The size class for a requested stack size (rounded up to a power of two, clamped).
+pub(crate) fn class_of(stack_size: usize) -> u8 {
+    let size = stack_size.clamp(MIN_SLOT, MAX_SLOT).next_power_of_two();
+    (size.trailing_zeros() - MIN_SLOT.trailing_zeros()) as u8
+}
+
+pub(crate) fn class_size(class: u8) -> usize {
+    MIN_SLOT << class
+}
+
+struct ClassState {
+    /// Slots whose top page may be committed (deep pages released). Newest at the back.
+    warm: VecDeque<usize>,
+    /// Slots with no committed pages: fresh from carving, or released past the bound.
+    cold: Vec<usize>,
+    /// Bump pointer into the current reservation, and its end.
+    bump: usize,
+    end: usize,
+}
+
+struct ClassPool {
+    state: Mutex<ClassState>,
+}
+
+static POOLS: [ClassPool; NUM_CLASSES] = [const {
+    ClassPool {
+        state: Mutex::new(ClassState { warm: VecDeque::new(), cold: Vec::new(), bump: 0, end: 0 }),
+    }
+}; NUM_CLASSES];
+
+/// Counters for [`super::StackStats`]. Relaxed: they are statistics, read without a snapshot.
+pub(crate) static SLOTS_CARVED: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static SLOTS_IN_USE: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static BYTES_IN_USE: AtomicUsize = AtomicUsize::new(0);
+static PEAK_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+fn lock(class: u8) -> std::sync::MutexGuard<'static, ClassState> {
+    POOLS[class as usize].state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Carves up to a batch of fresh slots into `st.cold`, reserving more address space if needed.
+fn carve(class: u8, st: &mut ClassState) -> Result<(), GuardError> {
+    let size = class_size(class);
+    if st.bump == st.end {
+        let r = reservation::reserve(size).map_err(GuardError::Os)?;
+        st.bump = r.base;
+        st.end = r.base + r.len;
+    }
+    let n = ((st.end - st.bump) / size).min(madvise::BATCH);
+    let slots: Vec<usize> = (0..n).map(|i| st.bump + i * size).collect();
+    madvise::install_guards(&slots)?;
+    st.bump += n * size;
+    SLOTS_CARVED.fetch_add(n, Ordering::Relaxed);
+    // Popped from the back: hand out the lowest addresses first.
+    st.cold.extend(slots.into_iter().rev());
+    Ok(())
+}
+
+/// Takes up to `want` slots from the global pool into `out`.
+fn take_global(class: u8, want: usize, out: &mut Vec<usize>) -> Result<(), GuardError> {
+    let mut st = lock(class);
+    while out.len() < want {
+        if let Some(lo) = st.warm.pop_back() {
+            out.push(lo);
+        } else if let Some(lo) = st.cold.pop() {
+            out.push(lo);
+        } else if out.is_empty() {
+            carve(class, &mut st)?;
+        } else {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Returns slots to the global pool, releasing everything below each slot's top page first.
+fn give_global(class: u8, slots: &[usize]) {
+    let size = class_size(class);
+    let deep: Vec<libc::iovec> = slots
+        .iter()
+        .map(|&lo| libc::iovec {
+            iov_base: (lo + PAGE) as *mut libc::c_void,
+            iov_len: size - 2 * PAGE,
+        })
+        .collect();
+    // SAFETY: these slots are free: no goroutine runs on them and nothing points into them
+    // (a slot is freed only after its coroutine finished). The ranges exclude guard and top.
+    unsafe { madvise::release(&deep) };
+    let bound = WARM_FLOOR.max(PEAK_IN_USE.load(Ordering::Relaxed));
+    let mut st = lock(class);
+    st.warm.extend(slots.iter().copied());
+    if st.warm.len() > bound {
+        let excess = st.warm.len() - bound;
+        let old: Vec<usize> = st.warm.drain(..excess).collect();
+        let tops: Vec<libc::iovec> = old
+            .iter()
+            .map(|&lo| libc::iovec {
+                iov_base: (lo + size - PAGE) as *mut libc::c_void,
+                iov_len: PAGE,
+            })
+            .collect();
+        // SAFETY: free slots, as above; only their top pages were still committed.
+        unsafe { madvise::release(&tops) };
+        st.cold.extend(old);
+    }
+}
+
+/// A thread's cache of free slots, one list per class. Returned to the global pool when the
+/// thread exits.
+struct ThreadCache {
+    classes: [Vec<usize>; NUM_CLASSES],
+}
+
+impl Drop for ThreadCache {
+    fn drop(&mut self) {
+        for (class, list) in self.classes.iter_mut().enumerate() {
+            if !list.is_empty() {
+                give_global(class as u8, list);
+                list.clear();
+            }
+        }
+    }
+}
+
+thread_local! {
+    static CACHE: RefCell<ThreadCache> = RefCell::new(ThreadCache {
+        classes: [const { Vec::new() }; NUM_CLASSES],
+    });
+}
+
+/// Runs `f` on this thread's cache. `#[inline(never)]`: goroutines migrate between threads, and
+/// the thread-local's address must be computed afresh on every call (see `crate::tls`).
+#[inline(never)]
+fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
+    CACHE.try_with(|c| f(&mut c.borrow_mut())).ok()
+}
+
+fn note_acquired(class: u8) {
+    let n = SLOTS_IN_USE.fetch_add(1, Ordering::Relaxed) + 1;
+    BYTES_IN_USE.fetch_add(class_size(class), Ordering::Relaxed);
+    if n > PEAK_IN_USE.load(Ordering::Relaxed) {
+        PEAK_IN_USE.fetch_max(n, Ordering::Relaxed);
+    }
+}
+
+/// Takes a free slot of `class` (its base address).
+pub(crate) fn acquire(class: u8) -> Result<usize, GuardError> {
+    let fast = with_cache(|c| c.classes[class as usize].pop()).flatten();
+    let lo = match fast {
+        Some(lo) => lo,
+        None => {
+            let mut batch = Vec::with_capacity(TRANSFER / 2);
+            take_global(class, TRANSFER / 2, &mut batch)?;
+            let lo = batch.pop().expect("take_global returns at least one slot or an error");
+            if !batch.is_empty() {
+                let rest = with_cache(|c| c.classes[class as usize].append(&mut batch));
+                if rest.is_none() {
+                    give_global(class, &batch);
+                }
+            }
+            lo
+        }
+    };
+    note_acquired(class);
+    Ok(lo)
+}
+
+/// Gives a slot back. Its coroutine must have finished: nothing may point into it any more.
+pub(crate) fn free(class: u8, lo: usize) {
+    SLOTS_IN_USE.fetch_sub(1, Ordering::Relaxed);
+    BYTES_IN_USE.fetch_sub(class_size(class), Ordering::Relaxed);
+    let overflow = with_cache(|c| {
+        let list = &mut c.classes[class as usize];
+        list.push(lo);
+        if list.len() > THREAD_CACHE_CAP {
+            // The oldest half goes: the newest slots are the likeliest to be warm in cache.
+            Some(list.drain(..TRANSFER).collect::<Vec<_>>())
+        } else {
+            None
+        }
+    });
+    match overflow {
+        Some(Some(batch)) => give_global(class, &batch),
+        Some(None) => {}
+        None => give_global(class, &[lo]), // thread is exiting: straight to the global list
+    }
+}
+
+/// Releases every page of every free slot, in the global pool and this thread's cache.
+pub(crate) fn trim() -> usize {
+    let mut released = 0;
+    with_cache(|c| {
+        for (class, list) in c.classes.iter_mut().enumerate() {
+            let batch: Vec<usize> = std::mem::take(list);
+            if !batch.is_empty() {
+                give_global(class as u8, &batch);
+            }
+        }
+    });
+    for class in 0..NUM_CLASSES as u8 {
+        let size = class_size(class);
+        let mut st = lock(class);
+        let warm: Vec<usize> = st.warm.drain(..).collect();
+        let ranges: Vec<libc::iovec> = warm
+            .iter()
+            .map(|&lo| libc::iovec {
+                iov_base: (lo + PAGE) as *mut libc::c_void,
+                iov_len: size - PAGE,
+            })
+            .collect();
+        // SAFETY: free slots; nothing runs on them or points into them. Guard excluded.
+        unsafe { madvise::release(&ranges) };
+        released += warm.len();
+        st.cold.extend(warm);
+    }
+    released
+}
+
+/// Carved address ranges of every class, for resident-memory accounting.
+pub(crate) fn carved_ranges() -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    reservation::for_each(|base, len, _| {
+        out.push((base, base + len));
+    });
+    out
+}

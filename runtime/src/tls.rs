@@ -1,0 +1,70 @@
+//! The runtime's own thread-locals, read only through `#[inline(never)]` accessors.
+//!
+//! A goroutine can switch out on one OS thread and resume on another. LLVM may compute a
+//! thread-local's address once and keep it across a call it believes returns on the same thread;
+//! after a switch that address belongs to the old thread. Every read of runtime state therefore
+//! goes through a function that is never inlined, so the address is computed on the thread that
+//! makes the call. No accessor hands out a reference that outlives the call.
+
+use crate::g::{Erased, GCell, GRef};
+use crate::sched::P;
+use std::cell::Cell;
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+
+type GPtr = Option<NonNull<GCell<dyn Erased>>>;
+
+thread_local! {
+    /// The goroutine this thread is running, set by its M around each resume.
+    static CURRENT_G: Cell<GPtr> = const { Cell::new(None) };
+    /// Its id, kept apart so the fault handler can read it without touching the G.
+    static CURRENT_GOID: Cell<u64> = const { Cell::new(0) };
+    /// The P of this thread's M (null on threads that are not Ms).
+    static CURRENT_P: Cell<*const P> = const { Cell::new(ptr::null()) };
+}
+
+/// The running goroutine, or `None` on a plain thread (or on an M between goroutines).
+#[inline(never)]
+pub(crate) fn current_g() -> Option<GRef> {
+    let p = CURRENT_G.try_with(|c| c.get()).ok().flatten()?;
+    // SAFETY: the pointer came from `Arc::as_ptr` of a GRef that the M keeps alive for as long
+    // as it is set (it is cleared before the M drops its reference), so adding a count is fine.
+    unsafe {
+        Arc::increment_strong_count(p.as_ptr());
+        Some(Arc::from_raw(p.as_ptr()))
+    }
+}
+
+/// Runs `f` with the running goroutine's cell without touching its reference count.
+#[inline(never)]
+pub(crate) fn with_current_g<R>(f: impl FnOnce(Option<&GCell<dyn Erased>>) -> R) -> R {
+    let p = CURRENT_G.try_with(|c| c.get()).ok().flatten();
+    // SAFETY: as in `current_g`; the reference lives only for this call, during which the
+    // goroutine (which is the caller) keeps running and its M keeps the G alive.
+    f(p.map(|p| unsafe { &*p.as_ptr() }))
+}
+
+#[inline(never)]
+pub(crate) fn set_current_g(g: Option<&GRef>) {
+    let p = g.map(|g| NonNull::from(&**g));
+    let id = g.map_or(0, |g| g.g.id);
+    let _ = CURRENT_G.try_with(|c| c.set(p));
+    let _ = CURRENT_GOID.try_with(|c| c.set(id));
+}
+
+/// The running goroutine's id for the fault handler (0 if none). Async-signal-safe: the
+/// thread-local is const-initialised and has no destructor, so this is a plain TLS load.
+#[inline(never)]
+pub(crate) fn current_goid() -> u64 {
+    CURRENT_GOID.try_with(|c| c.get()).unwrap_or(0)
+}
+
+#[inline(never)]
+pub(crate) fn current_p() -> *const P {
+    CURRENT_P.try_with(|c| c.get()).unwrap_or(ptr::null())
+}
+
+#[inline(never)]
+pub(crate) fn set_current_p(p: *const P) {
+    let _ = CURRENT_P.try_with(|c| c.set(p));
+}
