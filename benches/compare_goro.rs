@@ -1,1 +1,155 @@
-fn main(){}
+//! goro's side of `benches/compare`: one workload per invocation, rows of
+//! `workload goro metric value unit` on stdout (the peers under `benches/peers/` print the same).
+//!
+//! `cargo bench --bench compare_goro -- <spawn_idle|spawn_join|stack_grow> [--n N]`
+//!
+//! - `spawn_idle`: N goroutines that each park; time until all parked, RSS added per goroutine,
+//!   time to unpark and join them all; then the same again on the freed slots (`_reuse`).
+//! - `spawn_join`: N times, spawn a goroutine returning `i` and join it (ns per spawn+join).
+//! - `stack_grow`: recursion 8,192 frames deep with a 64-byte local per frame (~1 MiB).
+//!   `fresh`: a new goroutine each iteration, on a slot from the thread cache (how goro runs
+//!   such a program); `fresh_cold`: the same after `goro::stack::trim()`, so every page faults
+//!   in again (the true first-touch cost); `warm`: one goroutine recursing again and again.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|s| s.parse::<usize>().ok()).unwrap_or(0) * 4096
+}
+
+fn row(workload: &str, metric: &str, value: f64, unit: &str) {
+    println!("{workload} goro {metric} {value:.1} {unit}");
+}
+
+fn spawn_idle(n: usize, suffix: &str) {
+    struct Shared {
+        parked: AtomicUsize,
+        released: AtomicBool,
+    }
+    let shared = Arc::new(Shared { parked: AtomicUsize::new(0), released: AtomicBool::new(false) });
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    let mut hs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = shared.clone();
+        hs.push(goro::spawn(move || {
+            s.parked.fetch_add(1, Ordering::Relaxed);
+            while !s.released.load(Ordering::Acquire) {
+                goro::park();
+            }
+        }));
+    }
+    while shared.parked.load(Ordering::Relaxed) < n {
+        goro::yield_now();
+    }
+    let spawn = t0.elapsed();
+    let per = rss_bytes().saturating_sub(rss0) / n;
+    let t1 = Instant::now();
+    shared.released.store(true, Ordering::Release);
+    for h in &hs {
+        h.goroutine().unpark();
+    }
+    for h in hs {
+        h.join().unwrap();
+    }
+    let release = t1.elapsed();
+    row("spawn_idle", &format!("spawn_all_parked{suffix}"), spawn.as_secs_f64() * 1e3, "ms");
+    if suffix.is_empty() {
+        row("spawn_idle", "rss_per_goroutine", per as f64, "B");
+    }
+    row("spawn_idle", &format!("release_all{suffix}"), release.as_secs_f64() * 1e3, "ms");
+}
+
+fn spawn_join(n: usize) {
+    let t0 = Instant::now();
+    let mut sum = 0u64;
+    for i in 0..n as u64 {
+        sum += goro::spawn(move || i).join().unwrap();
+    }
+    let el = t0.elapsed();
+    assert_eq!(sum, (n as u64) * (n as u64 - 1) / 2);
+    row("spawn_join", "per_op", el.as_secs_f64() * 1e9 / n as f64, "ns");
+}
+
+const DEPTH: usize = 8192;
+
+/// One frame with a 64-byte local that really lives on the stack across the call.
+#[inline(never)]
+fn recurse(depth: usize) -> usize {
+    let buf = black_box([depth as u8; 64]);
+    if depth == 0 {
+        return black_box(&buf) as *const _ as usize;
+    }
+    let deepest = recurse(depth - 1);
+    black_box(&buf);
+    deepest
+}
+
+fn stack_grow(n: usize) {
+    const SLOT: usize = 2 << 20;
+    let grow = || {
+        let top = black_box(0u8);
+        let top = &top as *const u8 as usize;
+        top - recurse(DEPTH)
+    };
+    let fresh = |trim: bool| {
+        let mut total = 0.0;
+        let mut used = 0;
+        for _ in 0..n {
+            if trim {
+                goro::stack::trim();
+            }
+            let t = Instant::now();
+            used = goro::SpawnBuilder::new().stack_size(SLOT).spawn(grow).unwrap().join().unwrap();
+            total += t.elapsed().as_secs_f64();
+        }
+        (total * 1e6 / n as f64, used)
+    };
+    let (fresh_us, used) = fresh(false);
+    let (cold_us, _) = fresh(true);
+    let warm_us = goro::SpawnBuilder::new()
+        .stack_size(SLOT)
+        .spawn(move || {
+            grow();
+            let t = Instant::now();
+            for _ in 0..n {
+                black_box(grow());
+            }
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    row("stack_grow", "fresh", fresh_us, "us");
+    row("stack_grow", "fresh_cold", cold_us, "us");
+    row("stack_grow", "warm", warm_us, "us");
+    row("stack_grow", "stack_bytes", used as f64, "B");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let workload = args.first().cloned().unwrap_or_default();
+    let n = args
+        .iter()
+        .position(|a| a == "--n")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.replace('_', "").parse::<usize>().expect("--n takes a number"));
+    goro::run(move || match workload.as_str() {
+        "spawn_idle" => {
+            let n = n.unwrap_or(1_000_000);
+            spawn_idle(n, "");
+            spawn_idle(n, "_reuse");
+        }
+        "spawn_join" => spawn_join(n.unwrap_or(1_000_000)),
+        "stack_grow" => stack_grow(n.unwrap_or(200)),
+        "" => {} // `cargo bench` with no workload runs nothing
+        w => {
+            eprintln!("compare_goro: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow)");
+            std::process::exit(2);
+        }
+    });
+}

@@ -2,11 +2,14 @@
 //!
 //! A `G` is the header of a reference-counted [`GCell`] whose tail holds the goroutine's output
 //! (`JoinHandle<T>` sees it typed, everyone else through [`GRef`], type-erased). Ownership:
-//! - the goroutine holds a reference to itself (`self_ref`) from spawn until it finishes, so a
-//!   goroutine parked forever is never freed under its own feet: like Go, it leaks until it is
-//!   woken (it is never unwound from some other context);
-//! - a run queue owns a reference while the G is runnable, the M owns one while running it;
-//! - `Goroutine` and `JoinHandle` handles own one each.
+//! - exactly one *scheduling reference* exists from spawn until the goroutine finishes. It is
+//!   moved, never cloned: a run queue holds it while the G is RUNNABLE, the M while RUNNING, and
+//!   the G itself (`parked_ref`) while WAITING. The M stores it there *before* committing the
+//!   park; the `unpark` that wins WAITING → RUNNABLE takes it out and queues it. So a goroutine
+//!   parked forever is never freed under its own feet (it is never unwound from some other
+//!   context): like Go, it leaks until woken. Moving instead of cloning saves two atomic
+//!   read-modify-writes per park and per spawn on the hot path;
+//! - `Goroutine` and `JoinHandle` handles own one reference each.
 //!
 //! # The state word
 //! ```text
@@ -82,7 +85,7 @@ impl Unparker {
 
     pub(crate) fn unpark(self) {
         match self {
-            Unparker::Goroutine(g) => unpark(g),
+            Unparker::Goroutine(g) => unpark(&g),
             Unparker::Thread(t) => t.unpark(),
         }
     }
@@ -104,8 +107,9 @@ pub(crate) struct G {
     yielder: UnsafeCell<*const Yielder<(), Switch>>,
     /// Written by the joiner before it sets WAITER; taken by the completer after it sees WAITER.
     waiter: UnsafeCell<Option<Unparker>>,
-    /// The goroutine's reference to itself, from spawn to completion (see the module comment).
-    self_ref: UnsafeCell<Option<GRef>>,
+    /// The scheduling reference while WAITING (see the module comment): written by the M
+    /// before it commits the park, taken by the unparker that moves the G to RUNNABLE.
+    parked_ref: UnsafeCell<Option<GRef>>,
 }
 
 // SAFETY: every cell in `G` has one owner at a time, handed over through the state word or the
@@ -151,7 +155,7 @@ impl G {
             coro: UnsafeCell::new(None),
             yielder: UnsafeCell::new(std::ptr::null()),
             waiter: UnsafeCell::new(None),
-            self_ref: UnsafeCell::new(None),
+            parked_ref: UnsafeCell::new(None),
         }
     }
 
@@ -239,12 +243,11 @@ impl G {
         self.state.fetch_and(!SCAN, Ordering::AcqRel);
     }
 
+    /// A plain store: only the M running the G writes its status while RUNNING, SCAN is never
+    /// set then, and a NOTIFIED bit an `unpark` races in means nothing to a dead goroutine.
     pub(crate) fn transition_to_dead(&self) {
-        let r = self.update(|s| {
-            debug_assert_eq!(G::status(s), RUNNING);
-            Some((s & !STATUS_MASK) | DEAD)
-        });
-        debug_assert!(r.is_ok());
+        debug_assert_eq!(G::status(self.state.load(Ordering::Relaxed)), RUNNING);
+        self.state.store(DEAD, Ordering::Release);
     }
 
     pub(crate) fn is_complete(&self) -> bool {
@@ -268,8 +271,8 @@ mod live {
             coro.resume(())
         }
 
-        /// Called by the M after the coroutine returned: frees the stack, publishes completion,
-        /// wakes the joiner and drops the goroutine's reference to itself.
+        /// Called by the M after the coroutine returned: frees the stack, publishes completion
+        /// and wakes the joiner. The M then drops the scheduling reference.
         ///
         /// # Safety
         /// The caller must be the M that ran the G to its return.
@@ -287,12 +290,28 @@ mod live {
                     w.unpark();
                 }
             }
-            // SAFETY: `self_ref` is written once at spawn and taken once here by the M.
-            drop(unsafe { (*self.g.self_ref.get()).take() });
         }
     }
 
-    /// Creates a goroutine running `f` on a fresh slot and returns its cell, not yet queued.
+    /// Called by the M after the goroutine switched out to park: commits the park, handing
+    /// the scheduling reference `me` to the G. Returns it back if a token was pending (the G
+    /// is RUNNABLE again and must run at once).
+    pub(crate) fn commit_park(me: GRef) -> Option<GRef> {
+        let g: *const G = &me.g;
+        // SAFETY: the G is RUNNING on this M, so no one else touches `parked_ref`; it must be
+        // in place before WAITING becomes visible, since the unparker that sees WAITING takes it.
+        unsafe { *(*g).parked_ref.get() = Some(me) };
+        // SAFETY: `g` is alive: `parked_ref` holds a reference to it.
+        if unsafe { (*g).transition_to_waiting() } {
+            None
+        } else {
+            // SAFETY: still RUNNABLE-and-ours: no unparker took it (it was never WAITING).
+            unsafe { (*(*g).parked_ref.get()).take() }
+        }
+    }
+
+    /// Creates a goroutine running `f` on a fresh slot and returns its cell, not yet queued:
+    /// the caller queues a clone of it, which becomes the scheduling reference.
     pub(crate) fn new_goroutine<F, T>(
         f: F,
         stack_size: usize,
@@ -317,9 +336,6 @@ mod live {
         });
         // SAFETY: the cell is not shared yet: we are its only user.
         unsafe { *cell.g.coro.get() = Some(coro) };
-        let gref: GRef = cell.clone();
-        // SAFETY: as above, not shared yet.
-        unsafe { *cell.g.self_ref.get() = Some(gref) };
         LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(cell)
     }
@@ -349,9 +365,12 @@ mod live {
         // Resumed: by an unpark, or a token consumed by the M. Both count as the wake-up.
     }
 
-    pub(crate) fn unpark(g: GRef) {
+    pub(crate) fn unpark(g: &GCell<dyn Erased>) {
         if g.g.transition_to_notified() {
-            crate::sched::ready(g);
+            // SAFETY: we won WAITING → RUNNABLE, which makes us the one owner of the parked
+            // scheduling reference (the M stored it before committing the park).
+            let me = unsafe { (*g.g.parked_ref.get()).take() };
+            crate::sched::ready(me.expect("a WAITING goroutine holds its scheduling reference"));
         }
     }
 
@@ -438,7 +457,7 @@ mod tests {
             coro: UnsafeCell::new(None),
             yielder: UnsafeCell::new(std::ptr::null()),
             waiter: UnsafeCell::new(None),
-            self_ref: UnsafeCell::new(None),
+            parked_ref: UnsafeCell::new(None),
         }
     }
 

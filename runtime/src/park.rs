@@ -20,7 +20,7 @@ impl Goroutine {
     /// Makes the goroutine's unpark token available (`std::thread::Thread::unpark`): if it is
     /// parked it wakes; otherwise its next `park` returns at once. Callable from any thread.
     pub fn unpark(&self) {
-        g::unpark(self.inner.clone());
+        g::unpark(&self.inner);
     }
 }
 

@@ -17,8 +17,6 @@ type GPtr = Option<NonNull<GCell<dyn Erased>>>;
 thread_local! {
     /// The goroutine this thread is running, set by its M around each resume.
     static CURRENT_G: Cell<GPtr> = const { Cell::new(None) };
-    /// Its id, kept apart so the fault handler can read it without touching the G.
-    static CURRENT_GOID: Cell<u64> = const { Cell::new(0) };
     /// The P of this thread's M (null on threads that are not Ms).
     static CURRENT_P: Cell<*const P> = const { Cell::new(ptr::null()) };
 }
@@ -47,16 +45,20 @@ pub(crate) fn with_current_g<R>(f: impl FnOnce(Option<&GCell<dyn Erased>>) -> R)
 #[inline(never)]
 pub(crate) fn set_current_g(g: Option<&GRef>) {
     let p = g.map(|g| NonNull::from(&**g));
-    let id = g.map_or(0, |g| g.g.id);
-    let _ = CURRENT_G.try_with(|c| c.set(p));
-    let _ = CURRENT_GOID.try_with(|c| c.set(id));
+    CURRENT_G.set(p);
 }
 
 /// The running goroutine's id for the fault handler (0 if none). Async-signal-safe: the
-/// thread-local is const-initialised and has no destructor, so this is a plain TLS load.
+/// thread-local is const-initialised and has no destructor, so this is a plain TLS load, and
+/// the G it points to is alive while it runs (its M holds the scheduling reference).
 #[inline(never)]
 pub(crate) fn current_goid() -> u64 {
-    CURRENT_GOID.try_with(|c| c.get()).unwrap_or(0)
+    match CURRENT_G.try_with(|c| c.get()) {
+        // SAFETY: see above: set only while the G runs on this thread, which is when a fault
+        // on its stack can happen.
+        Ok(Some(p)) => unsafe { (*p.as_ptr()).g.id },
+        _ => 0,
+    }
 }
 
 #[inline(never)]

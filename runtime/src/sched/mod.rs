@@ -228,7 +228,7 @@ pub(crate) fn ready(g: GRef) {
     let rt = current().rt.clone();
     match rt {
         Some(rt) => rt.inject(g),
-        // No runtime: the G stays parked-for-good, kept alive by its own reference.
+        // No runtime: the G never runs again. Its reference is dropped; handles may keep it.
         None => drop(g),
     }
 }
@@ -270,7 +270,7 @@ fn m_main(rt: Arc<Runtime>) {
         execute(&p, g);
     }
     tls::set_current_p(std::ptr::null());
-    // Goroutines still queued never run again; each keeps itself alive (see `g`).
+    // Goroutines still queued never run again (see the module comment).
     drop(p);
 }
 
@@ -287,11 +287,11 @@ fn execute(p: &P, g: GRef) {
             p.push_tail(g);
         }
         corosensei::CoroutineResult::Yield(Switch::Park) => {
-            if !g.g.transition_to_waiting() {
-                // A token arrived while it was switching out: it runs again at once.
+            // WAITING now, holding its own scheduling reference until an unpark takes it; or a
+            // token arrived while it was switching out and it runs again at once.
+            if let Some(g) = crate::g::commit_park(g) {
                 p.push_next(g);
             }
-            // Otherwise it is WAITING: whoever unparks it queues it again.
         }
         // SAFETY: this M ran the G to its return.
         corosensei::CoroutineResult::Return(()) => unsafe { g.finish() },
