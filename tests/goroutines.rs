@@ -12,7 +12,10 @@ fn spawn_join_values() {
         let sum: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
         (sum, strs.join().unwrap())
     });
-    assert_eq!(r, ((0..100u64).map(|i| i * i).sum(), "hello goro".to_string()));
+    assert_eq!(
+        r,
+        ((0..100u64).map(|i| i * i).sum(), "hello goro".to_string())
+    );
 }
 
 #[test]
@@ -106,7 +109,7 @@ fn unpark_before_park_is_not_lost() {
         let me = goro::current();
         me.unpark();
         goro::park(); // consumes the token, returns at once
-        // A token from another goroutine while we are runnable.
+                      // A token from another goroutine while we are runnable.
         let h = goro::go!(me.unpark());
         h.join().unwrap();
         goro::park();
@@ -196,7 +199,10 @@ fn spawn_builder_stack_size() {
             .stack_size(4 << 20)
             .spawn(|| {
                 let buf = [7u8; 3 << 20];
-                std::hint::black_box(&buf).iter().map(|&b| b as u64).sum::<u64>()
+                std::hint::black_box(&buf)
+                    .iter()
+                    .map(|&b| b as u64)
+                    .sum::<u64>()
             })
             .unwrap();
         assert_eq!(h.join().unwrap(), 7 * (3 << 20));

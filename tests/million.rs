@@ -9,7 +9,11 @@ fn run_million(n: usize) {
         .output()
         .expect("cargo runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "million failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "million failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let get = |name: &str| -> f64 {
         let line = stdout
             .lines()
@@ -19,7 +23,12 @@ fn run_million(n: usize) {
         assert_eq!(f.len(), 3, "`name value unit`: {line}");
         f[1].parse().unwrap()
     };
-    for name in ["spawn_all_parked", "release_all", "spawn_all_parked_reuse", "release_all_reuse"] {
+    for name in [
+        "spawn_all_parked",
+        "release_all",
+        "spawn_all_parked_reuse",
+        "release_all_reuse",
+    ] {
         assert!(get(name) > 0.0);
     }
     assert_eq!(get("goroutines"), n as f64);

@@ -7,6 +7,7 @@ use std::process::Command;
 const CHILD: &str = "GORO_OVERFLOW_CHILD";
 
 #[inline(never)]
+#[allow(unconditional_recursion)] // overflowing is the point
 fn recurse_forever(n: u64) -> u64 {
     let buf = std::hint::black_box([n as u8; 256]);
     recurse_forever(n + 1) + std::hint::black_box(&buf)[0] as u64
@@ -47,11 +48,19 @@ fn overflow_child_entry() {
 
 fn run_child(mode: &str) -> (std::process::ExitStatus, String) {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "overflow_child_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "overflow_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, mode)
         .output()
         .unwrap();
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -63,7 +72,10 @@ fn overflow_prints_fatal_message_and_exits_non_zero() {
         .find(|l| l.starts_with("fatal error: stack overflow in goroutine "))
         .unwrap_or_else(|| panic!("no fatal message in: {stderr}"));
     assert!(line.ends_with("(limit 252 KiB)"), "{line}");
-    assert!(stderr.contains("hint: give the goroutine a larger stack"), "{stderr}");
+    assert!(
+        stderr.contains("hint: give the goroutine a larger stack"),
+        "{stderr}"
+    );
 }
 
 #[test]

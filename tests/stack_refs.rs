@@ -123,7 +123,10 @@ fn pinned_waiter_linked_from_a_heap_list() {
     }
     static LIST: Mutex<Vec<usize>> = Mutex::new(Vec::new());
     with_churn(|| {
-        let node = std::pin::pin!(Waiter { slot: AtomicU64::new(0), goroutine: goro::current() });
+        let node = std::pin::pin!(Waiter {
+            slot: AtomicU64::new(0),
+            goroutine: goro::current()
+        });
         LIST.lock().unwrap().push(&*node as *const Waiter as usize);
         let waker = goro::spawn(|| {
             let addr = LIST.lock().unwrap().pop().unwrap();
@@ -148,7 +151,7 @@ fn deep(depth: usize, top: usize, parent: &AtomicUsize, sum: &AtomicUsize) -> (u
     let mine = AtomicUsize::new(depth);
     let here = &mine as *const AtomicUsize as usize;
     let pad = black_box([depth as u8; 128]);
-    if depth % 64 == 0 {
+    if depth.is_multiple_of(64) {
         goro::yield_now();
     }
     let (frames, deepest) = if top - here >= 200 << 10 {
@@ -156,7 +159,10 @@ fn deep(depth: usize, top: usize, parent: &AtomicUsize, sum: &AtomicUsize) -> (u
     } else {
         deep(depth + 1, top, &mine, sum)
     };
-    assert_eq!(parent.load(Ordering::Relaxed), if depth == 0 { 1000 } else { depth - 1 });
+    assert_eq!(
+        parent.load(Ordering::Relaxed),
+        if depth == 0 { 1000 } else { depth - 1 }
+    );
     sum.fetch_add(mine.load(Ordering::Relaxed), Ordering::Relaxed);
     black_box(&pad);
     (frames, deepest)
@@ -176,5 +182,8 @@ fn recursion_to_200_kib_with_references_to_caller_locals() {
         });
         h.join().unwrap()
     });
-    assert!(used >= 200 << 10, "recursion used only {used} bytes of stack");
+    assert!(
+        used >= 200 << 10,
+        "recursion used only {used} bytes of stack"
+    );
 }

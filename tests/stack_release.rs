@@ -10,7 +10,11 @@ fn use_stack_from(top: usize, bytes: usize, depth: usize) -> u64 {
     FRAMES.with(|f| f.set(f.get().max(depth + 1)));
     let buf = black_box([depth as u8; 1000]);
     let here = &buf as *const _ as usize;
-    let below = if top - here >= bytes { 0 } else { use_stack_from(top, bytes, depth + 1) };
+    let below = if top - here >= bytes {
+        0
+    } else {
+        use_stack_from(top, bytes, depth + 1)
+    };
     below + black_box(&buf)[999] as u64
 }
 
@@ -25,7 +29,11 @@ fn use_stack(kib: usize) -> u64 {
         (sum, f.get())
     });
     let (sum, n) = frames;
-    assert_eq!(sum, (0..n).map(|d| d as u8 as u64).sum::<u64>(), "a frame's local changed");
+    assert_eq!(
+        sum,
+        (0..n).map(|d| d as u8 as u64).sum::<u64>(),
+        "a frame's local changed"
+    );
     1
 }
 
@@ -42,17 +50,20 @@ fn release_below_sp_lowers_committed_and_goroutine_still_runs() {
         let ready = Arc::new(AtomicBool::new(false));
         let result = Arc::new(AtomicU64::new(0));
         let (r2, res2) = (ready.clone(), result.clone());
-        let h = goro::SpawnBuilder::new().stack_size(SLOT).spawn(move || {
-            // ~200 KiB deep once, then back to a shallow frame.
-            let first = use_stack(200);
-            r2.store(true, Ordering::Release);
-            let local = [9u8; 512]; // a live local above the stack pointer must survive
-            goro::park();
-            // Grow into the released range again: the pages come back zeroed and work.
-            let again = use_stack(200);
-            let sum = black_box(&local).iter().map(|&b| b as u64).sum::<u64>();
-            res2.store(first + again + sum, Ordering::Release);
-        }).unwrap();
+        let h = goro::SpawnBuilder::new()
+            .stack_size(SLOT)
+            .spawn(move || {
+                // ~200 KiB deep once, then back to a shallow frame.
+                let first = use_stack(200);
+                r2.store(true, Ordering::Release);
+                let local = [9u8; 512]; // a live local above the stack pointer must survive
+                goro::park();
+                // Grow into the released range again: the pages come back zeroed and work.
+                let again = use_stack(200);
+                let sum = black_box(&local).iter().map(|&b| b as u64).sum::<u64>();
+                res2.store(first + again + sum, Ordering::Release);
+            })
+            .unwrap();
         let g = h.goroutine();
         while !ready.load(Ordering::Acquire) {
             goro::yield_now();
@@ -63,7 +74,10 @@ fn release_below_sp_lowers_committed_and_goroutine_still_runs() {
         }
         let before = goro::stack::committed_bytes(&g);
         // Pages already released by the call above; grow it again to measure a real drop.
-        assert!(before < 64 << 10, "after release a parked goroutine keeps {before} bytes");
+        assert!(
+            before < 64 << 10,
+            "after release a parked goroutine keeps {before} bytes"
+        );
 
         // A second goroutine: measure before and after explicitly.
         let ready2 = Arc::new(AtomicBool::new(false));
@@ -83,11 +97,17 @@ fn release_below_sp_lowers_committed_and_goroutine_still_runs() {
         }
         goro::yield_now(); // let it reach park()
         let committed = goro::stack::committed_bytes(&g2);
-        assert!(committed >= 190 << 10, "it used ~200 KiB, committed is {committed}");
+        assert!(
+            committed >= 190 << 10,
+            "it used ~200 KiB, committed is {committed}"
+        );
         let released = goro::stack::release_below_sp(&g2).expect("parked");
         let after = goro::stack::committed_bytes(&g2);
         assert!(released >= 150 << 10, "released {released}");
-        assert!(after + (150 << 10) <= committed, "committed {committed} -> {after}");
+        assert!(
+            after + (150 << 10) <= committed,
+            "committed {committed} -> {after}"
+        );
         // Running goroutines cannot be released.
         assert!(goro::stack::release_below_sp(&goro::current()).is_none());
 
@@ -105,7 +125,9 @@ fn release_below_sp_lowers_committed_and_goroutine_still_runs() {
 #[test]
 fn stats_and_trim() {
     goro::run(|| {
-        let hs: Vec<_> = (0..300).map(|i| goro::spawn(move || use_stack(i % 64))).collect();
+        let hs: Vec<_> = (0..300)
+            .map(|i| goro::spawn(move || use_stack(i % 64)))
+            .collect();
         let s = goro::stack::stats();
         assert!(s.reservations >= 1);
         assert!(s.slots >= 300);

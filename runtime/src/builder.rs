@@ -19,7 +19,10 @@ impl Default for Builder {
 impl Builder {
     pub fn new() -> Builder {
         Builder {
-            config: Config { stack_size: DEFAULT_STACK_SIZE, thread_name: "goro".into() },
+            config: Config {
+                stack_size: DEFAULT_STACK_SIZE,
+                thread_name: "goro".into(),
+            },
             max_procs: None,
         }
     }
@@ -73,6 +76,7 @@ impl Builder {
 /// (see [`Builder::run`]).
 ///
 /// ```
+/// # extern crate goro_runtime as goro;
 /// let n = goro::run(|| {
 ///     let hs: Vec<_> = (0..10).map(|i| goro::spawn(move || i * i)).collect();
 ///     hs.into_iter().map(|h| h.join().unwrap()).sum::<i32>()

@@ -170,7 +170,10 @@ impl G {
                 Some(n) => n,
                 None => return Err(cur),
             };
-            match self.state.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .state
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(prev) => return Ok(prev),
                 Err(actual) => cur = actual,
             }
@@ -219,7 +222,8 @@ impl G {
     }
 
     pub(crate) fn try_consume_token(&self) -> bool {
-        self.update(|s| (s & NOTIFIED != 0).then_some(s & !NOTIFIED)).is_ok()
+        self.update(|s| (s & NOTIFIED != 0).then_some(s & !NOTIFIED))
+            .is_ok()
     }
 
     /// Delivers an unpark token. Returns true if the G was WAITING and is now RUNNABLE: the
@@ -236,7 +240,8 @@ impl G {
     }
 
     pub(crate) fn try_begin_scan(&self) -> bool {
-        self.update(|s| (G::status(s) == WAITING && s & SCAN == 0).then_some(s | SCAN)).is_ok()
+        self.update(|s| (G::status(s) == WAITING && s & SCAN == 0).then_some(s | SCAN))
+            .is_ok()
     }
 
     pub(crate) fn end_scan(&self) {
@@ -321,7 +326,10 @@ mod live {
         T: Send + 'static,
     {
         let slot = StackSlot::new(stack_size)?;
-        let cell = Arc::new(GCell { g: G::new(&slot), out: OutputSlot(UnsafeCell::new(None)) });
+        let cell = Arc::new(GCell {
+            g: G::new(&slot),
+            out: OutputSlot(UnsafeCell::new(None)),
+        });
         let gp: *const G = &cell.g;
         let out: *const OutputSlot<T> = &cell.out;
         let coro = Coro::with_stack(slot, move |yielder: &Yielder<(), Switch>, ()| {
@@ -349,7 +357,8 @@ mod live {
 
     /// Switches from the running goroutine `g` back to its M.
     pub(crate) fn switch_out(g: &G, why: Switch) {
-        g.saved_sp.store(approx_sp(), std::sync::atomic::Ordering::Relaxed);
+        g.saved_sp
+            .store(approx_sp(), std::sync::atomic::Ordering::Relaxed);
         // SAFETY: `yielder` was set when this goroutine started, and we are that goroutine
         // (only the running goroutine calls `switch_out` on its own G).
         let yielder = unsafe { &**g.yielder.get() };
@@ -404,7 +413,10 @@ mod live {
         if !g.try_begin_scan() {
             return None;
         }
-        let slot = crate::stack::SlotView { lo: g.stack_lo, size: g.stack_size };
+        let slot = crate::stack::SlotView {
+            lo: g.stack_lo,
+            size: g.stack_size,
+        };
         let sp = g.saved_sp.load(std::sync::atomic::Ordering::Relaxed);
         // SAFETY: SCAN is held, so the goroutine stays suspended (an unpark makes it RUNNABLE
         // but no M resumes it until SCAN clears); it parked with its stack pointer below `sp`
@@ -434,7 +446,11 @@ pub fn committed_bytes(g: &crate::Goroutine) -> usize {
     if G::status(gi.state.load(Ordering::Acquire)) == DEAD {
         return 0;
     }
-    crate::stack::SlotView { lo: gi.stack_lo, size: gi.stack_size }.committed_bytes()
+    crate::stack::SlotView {
+        lo: gi.stack_lo,
+        size: gi.stack_size,
+    }
+    .committed_bytes()
 }
 
 #[cfg(test)]

@@ -37,7 +37,9 @@ impl Panic {
 
 impl fmt::Debug for Panic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Panic").field("message", &self.message()).finish()
+        f.debug_struct("Panic")
+            .field("message", &self.message())
+            .finish()
     }
 }
 

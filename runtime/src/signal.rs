@@ -97,8 +97,10 @@ fn report_overflow(goid: u64, limit_kib: usize) -> ! {
     put(fmt_u64(goid, &mut [0u8; 20]));
     put(b" (limit ");
     put(fmt_u64(limit_kib as u64, &mut [0u8; 20]));
-    put(b" KiB)\nhint: give the goroutine a larger stack with goro::Builder::stack_size \
-          (all goroutines) or goro::SpawnBuilder::stack_size (one goroutine)\n");
+    put(
+        b" KiB)\nhint: give the goroutine a larger stack with goro::Builder::stack_size \
+          (all goroutines) or goro::SpawnBuilder::stack_size (one goroutine)\n",
+    );
     // SAFETY: write(2) on stderr with a valid buffer, then abort(3): both async-signal-safe.
     unsafe {
         libc::write(2, buf.as_ptr().cast(), n);

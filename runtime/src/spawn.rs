@@ -16,6 +16,7 @@ use std::sync::Arc;
 /// If no stack slot can be had (see [`SpawnError`]); [`try_spawn`] returns the error instead.
 ///
 /// ```
+/// # extern crate goro_runtime as goro;
 /// let h = goro::run(|| goro::spawn(|| 6 * 7).join().unwrap());
 /// assert_eq!(h, 42);
 /// ```
@@ -43,6 +44,7 @@ where
 /// block in a new goroutine (a `move` closure) and evaluates to its [`JoinHandle`].
 ///
 /// ```
+/// # extern crate goro_runtime as goro;
 /// goro::run(|| {
 ///     let x = 20;
 ///     let h = goro::go!(x + 22);
@@ -125,12 +127,16 @@ impl<T: Send + 'static> JoinHandle<T> {
 
     /// The goroutine's handle (its id, `unpark`).
     pub fn goroutine(&self) -> Goroutine {
-        Goroutine { inner: self.cell.clone() }
+        Goroutine {
+            inner: self.cell.clone(),
+        }
     }
 }
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinHandle").field("id", &self.cell.g.id).finish()
+        f.debug_struct("JoinHandle")
+            .field("id", &self.cell.g.id)
+            .finish()
     }
 }

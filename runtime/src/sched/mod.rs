@@ -55,7 +55,10 @@ struct Current {
     users: Option<usize>,
 }
 
-static CURRENT: Mutex<Current> = Mutex::new(Current { rt: None, users: None });
+static CURRENT: Mutex<Current> = Mutex::new(Current {
+    rt: None,
+    users: None,
+});
 
 fn current() -> std::sync::MutexGuard<'static, Current> {
     CURRENT.lock().unwrap_or_else(|e| e.into_inner())
@@ -106,7 +109,10 @@ impl Runtime {
     fn start(config: Config) -> Arc<Runtime> {
         crate::signal::install_handler();
         let rt = Arc::new(Runtime {
-            global: Mutex::new(GlobalQueue { q: VecDeque::new(), m_idle: false }),
+            global: Mutex::new(GlobalQueue {
+                q: VecDeque::new(),
+                m_idle: false,
+            }),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             config,
@@ -158,7 +164,12 @@ impl Drop for Entered {
             gq.m_idle = false;
             self.rt.wake.notify_all();
         }
-        let m = self.rt.m_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let m = self
+            .rt
+            .m_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(m) = m {
             let _ = m.join();
         }
@@ -202,7 +213,7 @@ impl P {
     fn find_runnable(&self) -> Option<GRef> {
         let t = self.tick.get().wrapping_add(1);
         self.tick.set(t);
-        if t % GLOBAL_CHECK_TICKS == 0 {
+        if t.is_multiple_of(GLOBAL_CHECK_TICKS) {
             if let Some(g) = self.take_global(1) {
                 return Some(g);
             }

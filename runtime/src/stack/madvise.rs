@@ -128,7 +128,10 @@ unsafe fn process_madvise(ranges: &[libc::iovec], advice: libc::c_int) -> std::i
 fn guard_iovecs(slots: &[usize]) -> Vec<libc::iovec> {
     slots
         .iter()
-        .map(|&lo| libc::iovec { iov_base: lo as *mut libc::c_void, iov_len: PAGE })
+        .map(|&lo| libc::iovec {
+            iov_base: lo as *mut libc::c_void,
+            iov_len: PAGE,
+        })
         .collect()
 }
 

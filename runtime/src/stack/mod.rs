@@ -80,7 +80,6 @@ impl StackSlot {
     pub(crate) fn hi(&self) -> usize {
         self.lo + self.size()
     }
-
 }
 
 /// A slot's bounds, copied out of the slot for those who inspect a stack they do not own

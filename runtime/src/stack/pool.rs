@@ -73,7 +73,12 @@ struct ClassPool {
 
 static POOLS: [ClassPool; NUM_CLASSES] = [const {
     ClassPool {
-        state: Mutex::new(ClassState { warm: VecDeque::new(), cold: Vec::new(), bump: 0, end: 0 }),
+        state: Mutex::new(ClassState {
+            warm: VecDeque::new(),
+            cold: Vec::new(),
+            bump: 0,
+            end: 0,
+        }),
     }
 }; NUM_CLASSES];
 
@@ -84,7 +89,10 @@ pub(crate) static BYTES_IN_USE: AtomicUsize = AtomicUsize::new(0);
 static PEAK_IN_USE: AtomicUsize = AtomicUsize::new(0);
 
 fn lock(class: u8) -> std::sync::MutexGuard<'static, ClassState> {
-    POOLS[class as usize].state.lock().unwrap_or_else(|e| e.into_inner())
+    POOLS[class as usize]
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// Carves up to a batch of fresh slots into `st.cold`, reserving more address space if needed.
@@ -172,9 +180,9 @@ impl Drop for ThreadCache {
 }
 
 thread_local! {
-    static CACHE: RefCell<ThreadCache> = RefCell::new(ThreadCache {
-        classes: [const { Vec::new() }; NUM_CLASSES],
-    });
+    static CACHE: RefCell<ThreadCache> = const {
+        RefCell::new(ThreadCache { classes: [const { Vec::new() }; NUM_CLASSES] })
+    };
 }
 
 /// Runs `f` on this thread's cache. `#[inline(never)]`: goroutines migrate between threads, and
@@ -200,7 +208,9 @@ pub(crate) fn acquire(class: u8) -> Result<usize, GuardError> {
         None => {
             let mut batch = Vec::with_capacity(TRANSFER / 2);
             take_global(class, TRANSFER / 2, &mut batch)?;
-            let lo = batch.pop().expect("take_global returns at least one slot or an error");
+            let lo = batch
+                .pop()
+                .expect("take_global returns at least one slot or an error");
             if !batch.is_empty() {
                 let rest = with_cache(|c| c.classes[class as usize].append(&mut batch));
                 if rest.is_none() {

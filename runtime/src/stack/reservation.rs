@@ -85,7 +85,10 @@ pub(crate) fn reserve(slot_size: usize) -> io::Result<Reservation> {
     r.len.store(len, Ordering::Relaxed);
     r.slot_size.store(slot_size, Ordering::Relaxed);
     REGION_COUNT.store(idx + 1, Ordering::Release);
-    Ok(Reservation { base: base as usize, len })
+    Ok(Reservation {
+        base: base as usize,
+        len,
+    })
 }
 
 /// Where an address falls among the stack slots: `(slot_base, slot_size)`.
@@ -107,7 +110,10 @@ pub(crate) fn find_slot(addr: usize) -> Option<(usize, usize)> {
 /// `(reservations, reserved bytes)` for statistics.
 pub(crate) fn totals() -> (usize, usize) {
     let n = REGION_COUNT.load(Ordering::Acquire);
-    let bytes = REGIONS[..n].iter().map(|r| r.len.load(Ordering::Relaxed)).sum();
+    let bytes = REGIONS[..n]
+        .iter()
+        .map(|r| r.len.load(Ordering::Relaxed))
+        .sum();
     (n, bytes)
 }
 
