@@ -18,7 +18,12 @@ use std::time::Instant;
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm.split_whitespace().nth(1).and_then(|s| s.parse::<usize>().ok()).unwrap_or(0) * 4096
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(0)
+        * 4096
 }
 
 fn row(workload: &str, metric: &str, value: f64, unit: &str) {
@@ -30,7 +35,10 @@ fn spawn_idle(n: usize, suffix: &str) {
         parked: AtomicUsize,
         released: AtomicBool,
     }
-    let shared = Arc::new(Shared { parked: AtomicUsize::new(0), released: AtomicBool::new(false) });
+    let shared = Arc::new(Shared {
+        parked: AtomicUsize::new(0),
+        released: AtomicBool::new(false),
+    });
     let rss0 = rss_bytes();
     let t0 = Instant::now();
     let mut hs = Vec::with_capacity(n);
@@ -57,11 +65,21 @@ fn spawn_idle(n: usize, suffix: &str) {
         h.join().unwrap();
     }
     let release = t1.elapsed();
-    row("spawn_idle", &format!("spawn_all_parked{suffix}"), spawn.as_secs_f64() * 1e3, "ms");
+    row(
+        "spawn_idle",
+        &format!("spawn_all_parked{suffix}"),
+        spawn.as_secs_f64() * 1e3,
+        "ms",
+    );
     if suffix.is_empty() {
         row("spawn_idle", "rss_per_goroutine", per as f64, "B");
     }
-    row("spawn_idle", &format!("release_all{suffix}"), release.as_secs_f64() * 1e3, "ms");
+    row(
+        "spawn_idle",
+        &format!("release_all{suffix}"),
+        release.as_secs_f64() * 1e3,
+        "ms",
+    );
 }
 
 fn spawn_join(n: usize) {
@@ -72,7 +90,12 @@ fn spawn_join(n: usize) {
     }
     let el = t0.elapsed();
     assert_eq!(sum, (n as u64) * (n as u64 - 1) / 2);
-    row("spawn_join", "per_op", el.as_secs_f64() * 1e9 / n as f64, "ns");
+    row(
+        "spawn_join",
+        "per_op",
+        el.as_secs_f64() * 1e9 / n as f64,
+        "ns",
+    );
 }
 
 const DEPTH: usize = 8192;
@@ -104,7 +127,12 @@ fn stack_grow(n: usize) {
                 goro::stack::trim();
             }
             let t = Instant::now();
-            used = goro::SpawnBuilder::new().stack_size(SLOT).spawn(grow).unwrap().join().unwrap();
+            used = goro::SpawnBuilder::new()
+                .stack_size(SLOT)
+                .spawn(grow)
+                .unwrap()
+                .join()
+                .unwrap();
             total += t.elapsed().as_secs_f64();
         }
         (total * 1e6 / n as f64, used)
@@ -131,13 +159,20 @@ fn stack_grow(n: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let workload = args.first().cloned().unwrap_or_default();
     let n = args
         .iter()
         .position(|a| a == "--n")
         .and_then(|i| args.get(i + 1))
-        .map(|v| v.replace('_', "").parse::<usize>().expect("--n takes a number"));
+        .map(|v| {
+            v.replace('_', "")
+                .parse::<usize>()
+                .expect("--n takes a number")
+        });
     goro::run(move || match workload.as_str() {
         "spawn_idle" => {
             let n = n.unwrap_or(1_000_000);

@@ -21,7 +21,11 @@ struct Shared {
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -40,7 +44,10 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 fn round(n: usize, suffix: &str) {
-    let shared = Arc::new(Shared { parked: AtomicUsize::new(0), released: AtomicBool::new(false) });
+    let shared = Arc::new(Shared {
+        parked: AtomicUsize::new(0),
+        released: AtomicBool::new(false),
+    });
     let rss0 = rss_bytes();
     let t0 = Instant::now();
     let mut handles = Vec::with_capacity(n);
@@ -60,7 +67,11 @@ fn round(n: usize, suffix: &str) {
     let spawn_ms = t0.elapsed().as_secs_f64() * 1e3;
     let rss1 = rss_bytes();
     let per = rss1.saturating_sub(rss0) / n.max(1);
-    assert_eq!(goro::num_goroutine(), n + 1, "every goroutine is alive and parked");
+    assert_eq!(
+        goro::num_goroutine(),
+        n + 1,
+        "every goroutine is alive and parked"
+    );
 
     let t1 = Instant::now();
     shared.released.store(true, Ordering::Release);
