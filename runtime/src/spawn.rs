@@ -81,11 +81,12 @@ impl SpawnBuilder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let rt = sched::runtime_or_start();
-        let size = self.stack_size.unwrap_or(rt.config.stack_size);
-        let cell = g::new_goroutine(f, size).map_err(SpawnError)?;
-        sched::ready_new(&rt, cell.clone());
-        Ok(JoinHandle { cell })
+        sched::with_runtime(|rt| {
+            let size = self.stack_size.unwrap_or(rt.config.stack_size);
+            let cell = g::new_goroutine(f, size).map_err(SpawnError)?;
+            sched::ready_new(rt, cell.clone());
+            Ok(JoinHandle { cell })
+        })
     }
 }
 

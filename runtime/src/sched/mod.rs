@@ -64,14 +64,20 @@ fn current() -> std::sync::MutexGuard<'static, Current> {
     CURRENT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The runtime a goroutine or plain thread should use, starting a background one if none runs.
-pub(crate) fn runtime_or_start() -> Arc<Runtime> {
+/// Runs `f` with the runtime a goroutine or plain thread should use, starting a background one
+/// if none runs. On an M this takes no reference count.
+pub(crate) fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> R {
     let p = tls::current_p();
     if !p.is_null() {
         // SAFETY: a non-null CURRENT_P points at the P on this M's stack frame, alive while
-        // the M runs goroutines (the only time this thread can be here with it set).
-        return unsafe { (*p).rt.clone() };
+        // the M runs goroutines (the only time this thread can be here with it set); `f` does
+        // not switch goroutines, so it finishes on this M.
+        return f(unsafe { &(*p).rt });
     }
+    f(&runtime_or_start())
+}
+
+fn runtime_or_start() -> Arc<Runtime> {
     let mut cur = current();
     if let Some(rt) = &cur.rt {
         return rt.clone();

@@ -149,9 +149,10 @@ pub struct StackStats {
     pub reserved_bytes: usize,
     /// Slots carved from the reservations so far (in use or free).
     pub slots: usize,
-    /// Slots owned by goroutines now.
+    /// Slots owned by goroutines now (counted per thread and published every 64 slots, so it
+    /// may lag by that much per thread).
     pub slots_in_use: usize,
-    /// Address space of the slots in use, in bytes.
+    /// Address space of the slots in use, in bytes (same lag).
     pub in_use_bytes: usize,
     /// Resident (committed) bytes across all slots, in use or cached, from `mincore`.
     pub committed_bytes: usize,
@@ -169,8 +170,12 @@ pub fn stats() -> StackStats {
         reservations,
         reserved_bytes,
         slots: pool::SLOTS_CARVED.load(std::sync::atomic::Ordering::Relaxed),
-        slots_in_use: pool::SLOTS_IN_USE.load(std::sync::atomic::Ordering::Relaxed),
-        in_use_bytes: pool::BYTES_IN_USE.load(std::sync::atomic::Ordering::Relaxed),
+        slots_in_use: pool::SLOTS_IN_USE
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(0) as usize,
+        in_use_bytes: pool::BYTES_IN_USE
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(0) as usize,
         committed_bytes,
     }
 }

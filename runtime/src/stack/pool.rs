@@ -31,7 +31,7 @@ use super::madvise::{self, GuardError, PAGE};
 use super::reservation;
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 pub(crate) const MIN_SLOT: usize = 16 << 10;
@@ -83,10 +83,22 @@ static POOLS: [ClassPool; NUM_CLASSES] = [const {
 }; NUM_CLASSES];
 
 /// Counters for [`super::StackStats`]. Relaxed: they are statistics, read without a snapshot.
+/// The in-use counts are kept per thread and added here every `FLUSH` slots (and when a thread
+/// exits), so spawn and exit do no atomic read-modify-write on them; they lag by at most
+/// `FLUSH` slots per thread.
 pub(crate) static SLOTS_CARVED: AtomicUsize = AtomicUsize::new(0);
-pub(crate) static SLOTS_IN_USE: AtomicUsize = AtomicUsize::new(0);
-pub(crate) static BYTES_IN_USE: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static SLOTS_IN_USE: AtomicIsize = AtomicIsize::new(0);
+pub(crate) static BYTES_IN_USE: AtomicIsize = AtomicIsize::new(0);
 static PEAK_IN_USE: AtomicUsize = AtomicUsize::new(0);
+const FLUSH: isize = 64;
+
+fn add_in_use(slots: isize, bytes: isize) {
+    let n = SLOTS_IN_USE.fetch_add(slots, Ordering::Relaxed) + slots;
+    BYTES_IN_USE.fetch_add(bytes, Ordering::Relaxed);
+    if n > 0 {
+        PEAK_IN_USE.fetch_max(n as usize, Ordering::Relaxed);
+    }
+}
 
 fn lock(class: u8) -> std::sync::MutexGuard<'static, ClassState> {
     POOLS[class as usize]
@@ -166,10 +178,26 @@ fn give_global(class: u8, slots: &[usize]) {
 /// thread exits.
 struct ThreadCache {
     classes: [Vec<usize>; NUM_CLASSES],
+    /// Slots and bytes acquired minus freed by this thread since the last flush.
+    delta_slots: isize,
+    delta_bytes: isize,
+}
+
+impl ThreadCache {
+    fn account(&mut self, slots: isize, bytes: isize) {
+        self.delta_slots += slots;
+        self.delta_bytes += bytes;
+        if self.delta_slots.abs() >= FLUSH {
+            add_in_use(self.delta_slots, self.delta_bytes);
+            self.delta_slots = 0;
+            self.delta_bytes = 0;
+        }
+    }
 }
 
 impl Drop for ThreadCache {
     fn drop(&mut self) {
+        add_in_use(self.delta_slots, self.delta_bytes);
         for (class, list) in self.classes.iter_mut().enumerate() {
             if !list.is_empty() {
                 give_global(class as u8, list);
@@ -181,7 +209,11 @@ impl Drop for ThreadCache {
 
 thread_local! {
     static CACHE: RefCell<ThreadCache> = const {
-        RefCell::new(ThreadCache { classes: [const { Vec::new() }; NUM_CLASSES] })
+        RefCell::new(ThreadCache {
+            classes: [const { Vec::new() }; NUM_CLASSES],
+            delta_slots: 0,
+            delta_bytes: 0,
+        })
     };
 }
 
@@ -192,18 +224,17 @@ fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
     CACHE.try_with(|c| f(&mut c.borrow_mut())).ok()
 }
 
-fn note_acquired(class: u8) {
-    let n = SLOTS_IN_USE.fetch_add(1, Ordering::Relaxed) + 1;
-    BYTES_IN_USE.fetch_add(class_size(class), Ordering::Relaxed);
-    if n > PEAK_IN_USE.load(Ordering::Relaxed) {
-        PEAK_IN_USE.fetch_max(n, Ordering::Relaxed);
-    }
-}
-
 /// Takes a free slot of `class` (its base address).
 pub(crate) fn acquire(class: u8) -> Result<usize, GuardError> {
-    let fast = with_cache(|c| c.classes[class as usize].pop()).flatten();
-    let lo = match fast {
+    let size = class_size(class) as isize;
+    let fast = with_cache(|c| {
+        c.account(1, size);
+        c.classes[class as usize].pop()
+    });
+    if fast.is_none() {
+        add_in_use(1, size); // thread exiting: no cache to account in
+    }
+    let lo = match fast.flatten() {
         Some(lo) => lo,
         None => {
             let mut batch = Vec::with_capacity(TRANSFER / 2);
@@ -220,15 +251,14 @@ pub(crate) fn acquire(class: u8) -> Result<usize, GuardError> {
             lo
         }
     };
-    note_acquired(class);
     Ok(lo)
 }
 
 /// Gives a slot back. Its coroutine must have finished: nothing may point into it any more.
 pub(crate) fn free(class: u8, lo: usize) {
-    SLOTS_IN_USE.fetch_sub(1, Ordering::Relaxed);
-    BYTES_IN_USE.fetch_sub(class_size(class), Ordering::Relaxed);
+    let size = class_size(class) as isize;
     let overflow = with_cache(|c| {
+        c.account(-1, -size);
         let list = &mut c.classes[class as usize];
         list.push(lo);
         if list.len() > THREAD_CACHE_CAP {
@@ -241,7 +271,11 @@ pub(crate) fn free(class: u8, lo: usize) {
     match overflow {
         Some(Some(batch)) => give_global(class, &batch),
         Some(None) => {}
-        None => give_global(class, &[lo]), // thread is exiting: straight to the global list
+        None => {
+            // Thread exiting: account globally, straight to the global list.
+            add_in_use(-1, -size);
+            give_global(class, &[lo]);
+        }
     }
 }
 
