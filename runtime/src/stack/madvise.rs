@@ -11,6 +11,9 @@
 //!    when the kernel runs out of mappings, spawning fails with [`GuardError::OutOfMappings`],
 //!    whose message says what to do. Never a crash.
 //!
+//! `GORO_STACK_GUARDS=madvise|mprotect` forces a mode (to see how goro behaves on an older
+//! kernel); anything else, or unset, probes.
+//!
 //! Releasing pages uses `MADV_DONTNEED`, batched through `process_madvise` where allowed. Guard
 //! markers survive `MADV_DONTNEED`, and the ranges released never include the guard page anyway.
 //!
@@ -135,8 +138,22 @@ fn guard_iovecs(slots: &[usize]) -> Vec<libc::iovec> {
         .collect()
 }
 
+/// The mode forced by `GORO_STACK_GUARDS`, if any.
+fn forced_mode() -> Option<u8> {
+    match std::env::var("GORO_STACK_GUARDS").as_deref() {
+        Ok("madvise") => Some(MODE_MADVISE),
+        Ok("mprotect") => Some(MODE_MPROTECT),
+        _ => None,
+    }
+}
+
 /// Installs a guard on the lowest page of each fresh slot (`slots` are slot base addresses).
 pub(crate) fn install_guards(slots: &[usize]) -> Result<(), GuardError> {
+    if GUARD_MODE.load(Ordering::Relaxed) == MODE_UNKNOWN {
+        if let Some(m) = forced_mode() {
+            GUARD_MODE.store(m, Ordering::Relaxed);
+        }
+    }
     loop {
         match GUARD_MODE.load(Ordering::Relaxed) {
             MODE_UNKNOWN | MODE_PROCESS_MADVISE => {
