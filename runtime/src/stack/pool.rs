@@ -29,7 +29,8 @@
 //!
 //! Preparing: a fresh slot costs its spawner ~0.5 µs of guard installation and a ~2–4 µs page
 //! fault (zeroing) on first touch: kernel work, and the floor of spawning on fresh slots. When
-//! spawning outruns the free lists (a class's ready stock drops below `READY_LOW`), a
+//! spawning outruns the free lists (no warm slots, the inline-carved batch nearly used up, and
+//! the ready stock below `READY_LOW`), a
 //! process-wide preparer thread carves batches *outside the class lock*, installs their guards
 //! and commits each top page, and parks them on the class's `ready` list (at most `READY_HIGH`
 //! slots, 16 MiB of top pages at 256 KiB). The spawner takes ready slots before cold ones, and
@@ -163,7 +164,10 @@ fn take_global(class: u8, want: usize, out: &mut Vec<usize>) -> Result<(), Guard
             break;
         }
     }
-    let low = st.warm.is_empty() && st.ready.len() < READY_LOW;
+    // Sustained demand only: the class has no warm slots, has used up most of the batch it
+    // carved inline, and its prepared stock is low. One spawn of an unusual stack size carves
+    // one batch (address space and guards, nothing committed) and prepares nothing.
+    let low = st.warm.is_empty() && st.cold.len() < COLD_LOW && st.ready.len() < READY_LOW;
     drop(st);
     if low {
         preparer::request(class);
@@ -176,6 +180,8 @@ fn take_global(class: u8, want: usize, out: &mut Vec<usize>) -> Result<(), Guard
 /// ahead, small enough to leave lying around after a burst.
 const READY_LOW: usize = 2048;
 const READY_HIGH: usize = 4096;
+/// Unprepared slots left below which a class counts as spawning faster than it frees.
+const COLD_LOW: usize = 256;
 
 mod preparer {
     //! The preparer thread (see the module comment): one per process, started on first need.
