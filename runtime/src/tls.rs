@@ -37,8 +37,11 @@ pub(crate) fn current_g() -> Option<GRef> {
 #[inline(never)]
 pub(crate) fn with_current_g<R>(f: impl FnOnce(Option<&GCell<dyn Erased>>) -> R) -> R {
     let p = CURRENT_G.try_with(|c| c.get()).ok().flatten();
-    // SAFETY: as in `current_g`; the reference lives only for this call, during which the
-    // goroutine (which is the caller) keeps running and its M keeps the G alive.
+    // SAFETY: the caller is this goroutine, and a G is freed only after its goroutine has
+    // finished, which cannot happen inside this call. `f` may switch out (park, yield) and
+    // resume later: meanwhile the scheduling reference is held by the G itself while parked,
+    // by a run queue while runnable and by an M while running, so the reference stays valid.
+    // The pointer was read before `f` runs, on the thread that runs the goroutine now.
     f(p.map(|p| unsafe { &*p.as_ptr() }))
 }
 
