@@ -13,72 +13,35 @@
 //!   in again (the true first-touch cost); `warm`: one goroutine recursing again and again.
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
-
-fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<usize>().ok())
-        .unwrap_or(0)
-        * 4096
-}
 
 fn row(workload: &str, metric: &str, value: f64, unit: &str) {
     println!("{workload} goro {metric} {value:.1} {unit}");
 }
 
+#[path = "workloads/spawn_idle.rs"]
+mod workloads;
+
 fn spawn_idle(n: usize, suffix: &str) {
-    struct Shared {
-        parked: AtomicUsize,
-        released: AtomicBool,
-    }
-    let shared = Arc::new(Shared {
-        parked: AtomicUsize::new(0),
-        released: AtomicBool::new(false),
-    });
-    let rss0 = rss_bytes();
-    let t0 = Instant::now();
-    let mut hs = Vec::with_capacity(n);
-    for _ in 0..n {
-        let s = shared.clone();
-        hs.push(goro::spawn(move || {
-            s.parked.fetch_add(1, Ordering::Relaxed);
-            while !s.released.load(Ordering::Acquire) {
-                goro::park();
-            }
-        }));
-    }
-    while shared.parked.load(Ordering::Relaxed) < n {
-        goro::yield_now();
-    }
-    let spawn = t0.elapsed();
-    let per = rss_bytes().saturating_sub(rss0) / n;
-    let t1 = Instant::now();
-    shared.released.store(true, Ordering::Release);
-    for h in &hs {
-        h.goroutine().unpark();
-    }
-    for h in hs {
-        h.join().unwrap();
-    }
-    let release = t1.elapsed();
+    let r = workloads::spawn_idle(n);
     row(
         "spawn_idle",
         &format!("spawn_all_parked{suffix}"),
-        spawn.as_secs_f64() * 1e3,
+        r.spawn_all_parked_ms,
         "ms",
     );
     if suffix.is_empty() {
-        row("spawn_idle", "rss_per_goroutine", per as f64, "B");
+        row(
+            "spawn_idle",
+            "rss_per_goroutine",
+            r.rss_per_goroutine as f64,
+            "B",
+        );
     }
     row(
         "spawn_idle",
         &format!("release_all{suffix}"),
-        release.as_secs_f64() * 1e3,
+        r.release_all_ms,
         "ms",
     );
 }

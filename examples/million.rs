@@ -10,24 +10,8 @@
 //! - the same again with `_reuse` for the second round, whose goroutines reuse the stack slots
 //!   the first round freed (no page faults, no guard installation).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
-
-struct Shared {
-    parked: AtomicUsize,
-    released: AtomicBool,
-}
-
-fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
+#[path = "../benches/workloads/spawn_idle.rs"]
+mod spawn_idle;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -44,47 +28,10 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 fn round(n: usize, suffix: &str) {
-    let shared = Arc::new(Shared {
-        parked: AtomicUsize::new(0),
-        released: AtomicBool::new(false),
-    });
-    let rss0 = rss_bytes();
-    let t0 = Instant::now();
-    let mut handles = Vec::with_capacity(n);
-    for _ in 0..n {
-        let s = shared.clone();
-        handles.push(goro::spawn(move || {
-            s.parked.fetch_add(1, Ordering::Relaxed);
-            while !s.released.load(Ordering::Acquire) {
-                goro::park();
-            }
-        }));
-    }
-    // Every goroutine spawned is queued ahead of us: yielding lets them all run to their park.
-    while shared.parked.load(Ordering::Relaxed) < n {
-        goro::yield_now();
-    }
-    let spawn_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let rss1 = rss_bytes();
-    let per = rss1.saturating_sub(rss0) / n.max(1);
-    assert_eq!(
-        goro::num_goroutine(),
-        n + 1,
-        "every goroutine is alive and parked"
-    );
-
-    let t1 = Instant::now();
-    shared.released.store(true, Ordering::Release);
-    for h in &handles {
-        h.goroutine().unpark();
-    }
-    for h in handles {
-        h.join().expect("goroutine panicked");
-    }
-    let release_ms = t1.elapsed().as_secs_f64() * 1e3;
-    println!("spawn_all_parked{suffix} {spawn_ms:.1} ms");
-    println!("rss_per_goroutine{suffix} {per} B");
-    println!("release_all{suffix} {release_ms:.1} ms");
+    let r = spawn_idle::spawn_idle(n);
+    println!("spawn_all_parked{suffix} {:.1} ms", r.spawn_all_parked_ms);
+    println!("rss_per_goroutine{suffix} {} B", r.rss_per_goroutine);
+    println!("release_all{suffix} {:.1} ms", r.release_all_ms);
 }
 
 fn main() {
