@@ -1,0 +1,3 @@
+module goropeer
+
+go 1.19
