@@ -36,6 +36,7 @@
 pub(crate) mod madvise;
 pub(crate) mod pool;
 pub(crate) mod reservation;
+mod worker;
 
 pub use madvise::GuardError;
 

@@ -13,35 +13,30 @@
 //! Memory policy ("release when cached beyond a bound"):
 //! - A slot in a thread cache keeps every page it committed: it is the hot path (spawn+join,
 //!   a goroutine replaced by another) and costs nothing to reuse.
-//! - When a slot leaves a thread cache for the global list, the pages below its top page are
-//!   released with one batched `MADV_DONTNEED`. The top page stays: reusing a slot whose top page
-//!   is committed costs no page fault, and page faults (~2 µs here, mostly zeroing) are the whole
-//!   cost of spawning a goroutine on a fresh slot.
-//! - The global warm list holds at most `max(4096, peak slots in use)` slots. Past that, the
-//!   oldest warm slots are released completely and become cold. So a program that once ran a
-//!   million goroutines keeps one page per slot of that peak committed for reuse (like Go's stack
-//!   pool keeps freed spans until its scavenger runs); [`trim`] gives all of it back, and the
-//!   garbage collector's scavenger will call it.
+//! - A slot leaving a thread cache goes on its class's `dirty` list, with no system call. The
+//!   stack worker ([`super::worker`]) later releases the pages below each dirty slot's top page
+//!   with one batched `MADV_DONTNEED` and moves it to the warm list. That release costs ~0.4 µs a
+//!   slot even when there is nothing to release (the kernel walks the slot's page-table
+//!   entries), so it runs on the worker's core, not on the thread finishing goroutines; asking
+//!   `mincore` first costs the same walk and was rejected.
+//! - The top page stays: reusing a slot whose top page is committed costs no page fault, and
+//!   page faults (~2 µs here, mostly zeroing) are the whole cost of spawning on a fresh slot.
+//! - The warm list holds at most `max(4096, peak slots in use)` slots. Past that, the oldest
+//!   warm slots are released completely and become cold. So a program that once ran a million
+//!   goroutines keeps one page per slot of that peak committed for reuse (like Go's stack pool
+//!   keeps freed spans until its scavenger runs); [`trim`] gives all of it back, and the garbage
+//!   collector's scavenger will call it.
 //!
 //! Carving: a class bump-allocates slots from its current reservation in batches of up to 1,024
 //! (one `process_madvise` guard installation per batch), parking the batch on the cold list.
-//! Slots are never unmapped.
+//! Slots are never unmapped. Under sustained spawning the worker also *prepares* slots (guard
+//! installed, top page committed) on the `ready` list, so both cores do the page work.
 //!
-//! Preparing: a fresh slot costs its spawner ~0.5 µs of guard installation and a ~2–4 µs page
-//! fault (zeroing) on first touch: kernel work, and the floor of spawning on fresh slots. When
-//! spawning outruns the free lists (no warm slots, the inline-carved batch nearly used up, and
-//! the ready stock below `READY_LOW`), a
-//! process-wide preparer thread carves batches *outside the class lock*, installs their guards
-//! and commits each top page, and parks them on the class's `ready` list (at most `READY_HIGH`
-//! slots, 16 MiB of top pages at 256 KiB). The spawner takes ready slots before cold ones, and
-//! carves inline only when the stock is empty, so during a burst both cores do the page work.
-//! It only refills on demand, so an idle program holds no prepared stock beyond the last burst.
-//! Rejected: committing pages in the spawner with `MADV_POPULATE_WRITE` batches (measured no
-//! cheaper than the first-touch fault here), and preparing eagerly at start-up (memory for
-//! goroutines that may never exist).
+//! Lock order: a class lock is never held while taking another class lock or the worker's.
 
 use super::madvise::{self, GuardError, PAGE};
 use super::reservation;
+use super::worker;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -70,13 +65,15 @@ pub(crate) fn class_size(class: u8) -> usize {
     MIN_SLOT << class
 }
 
-struct ClassState {
+pub(super) struct ClassState {
     /// Slots whose top page may be committed (deep pages released). Newest at the back.
-    warm: VecDeque<usize>,
-    /// Fresh slots whose guard is installed and top page committed by the preparer.
-    ready: Vec<usize>,
+    pub(super) warm: VecDeque<usize>,
+    /// Freed slots whose deep pages may still be committed, waiting for the worker's scrub.
+    pub(super) dirty: Vec<usize>,
+    /// Fresh slots whose guard is installed and top page committed by the worker.
+    pub(super) ready: Vec<usize>,
     /// Slots with no committed pages: fresh from carving, or released past the bound.
-    cold: Vec<usize>,
+    pub(super) cold: Vec<usize>,
     /// Bump pointer into the current reservation, and its end.
     bump: usize,
     end: usize,
@@ -90,6 +87,7 @@ static POOLS: [ClassPool; NUM_CLASSES] = [const {
     ClassPool {
         state: Mutex::new(ClassState {
             warm: VecDeque::new(),
+            dirty: Vec::new(),
             ready: Vec::new(),
             cold: Vec::new(),
             bump: 0,
@@ -116,7 +114,7 @@ fn add_in_use(slots: isize, bytes: isize) {
     }
 }
 
-fn lock(class: u8) -> std::sync::MutexGuard<'static, ClassState> {
+pub(super) fn lock(class: u8) -> std::sync::MutexGuard<'static, ClassState> {
     POOLS[class as usize]
         .state
         .lock()
@@ -125,7 +123,7 @@ fn lock(class: u8) -> std::sync::MutexGuard<'static, ClassState> {
 
 /// Claims the address range of up to `max` fresh slots from the class's reservation (reserving
 /// a new one if needed). Returns the slots' base addresses, lowest first.
-fn claim(class: u8, st: &mut ClassState, max: usize) -> Result<Vec<usize>, GuardError> {
+pub(super) fn claim(class: u8, st: &mut ClassState, max: usize) -> Result<Vec<usize>, GuardError> {
     let size = class_size(class);
     if st.bump == st.end {
         let r = reservation::reserve(size).map_err(GuardError::Os)?;
@@ -154,6 +152,8 @@ fn take_global(class: u8, want: usize, out: &mut Vec<usize>) -> Result<(), Guard
     while out.len() < want {
         if let Some(lo) = st.warm.pop_back() {
             out.push(lo);
+        } else if let Some(lo) = st.dirty.pop() {
+            out.push(lo);
         } else if let Some(lo) = st.ready.pop() {
             out.push(lo);
         } else if let Some(lo) = st.cold.pop() {
@@ -167,125 +167,43 @@ fn take_global(class: u8, want: usize, out: &mut Vec<usize>) -> Result<(), Guard
     // Sustained demand only: the class has no warm slots, has used up most of the batch it
     // carved inline, and its prepared stock is low. One spawn of an unusual stack size carves
     // one batch (address space and guards, nothing committed) and prepares nothing.
-    let low = st.warm.is_empty() && st.cold.len() < COLD_LOW && st.ready.len() < READY_LOW;
+    let low = st.warm.is_empty()
+        && st.dirty.is_empty()
+        && st.cold.len() < COLD_LOW
+        && st.ready.len() < worker::READY_LOW;
     drop(st);
     if low {
-        preparer::request(class);
+        worker::request(worker::Job::Prepare, class);
     }
     Ok(())
 }
 
-/// Prepared stock per class: refill below `READY_LOW`, up to `READY_HIGH` slots. 4,096 top
-/// pages is 16 MiB: enough to keep a spawn burst supplied while the preparer works one batch
-/// ahead, small enough to leave lying around after a burst.
-const READY_LOW: usize = 2048;
-const READY_HIGH: usize = 4096;
 /// Unprepared slots left below which a class counts as spawning faster than it frees.
 const COLD_LOW: usize = 256;
 
-mod preparer {
-    //! The preparer thread (see the module comment): one per process, started on first need.
-    use super::*;
-    use std::sync::{Condvar, OnceLock};
-
-    struct Requests {
-        /// Bit `c` set: class `c` wants its ready stock refilled.
-        classes: Mutex<u32>,
-        cv: Condvar,
-    }
-
-    static REQUESTS: OnceLock<Requests> = OnceLock::new();
-
-    pub(super) fn request(class: u8) {
-        let r = REQUESTS.get_or_init(|| {
-            let started = std::thread::Builder::new()
-                .name("goro-stackprep".into())
-                .spawn(run);
-            if started.is_err() {
-                // No thread: spawners keep carving inline, as they do when the stock is empty.
-            }
-            Requests {
-                classes: Mutex::new(0),
-                cv: Condvar::new(),
-            }
-        });
-        let mut c = r.classes.lock().unwrap_or_else(|e| e.into_inner());
-        if *c & (1 << class) == 0 {
-            *c |= 1 << class;
-            r.cv.notify_one();
-        }
-    }
-
-    fn run() {
-        loop {
-            let r = loop {
-                if let Some(r) = REQUESTS.get() {
-                    break r;
-                }
-                std::thread::yield_now(); // the creator is finishing `get_or_init`
-            };
-            let mut c = r.classes.lock().unwrap_or_else(|e| e.into_inner());
-            while *c == 0 {
-                c = r.cv.wait(c).unwrap_or_else(|e| e.into_inner());
-            }
-            let wanted = std::mem::take(&mut *c);
-            drop(c);
-            for class in 0..NUM_CLASSES as u8 {
-                if wanted & (1 << class) != 0 {
-                    refill(class);
-                }
-            }
-        }
-    }
-
-    /// Prepares batches until the class's ready stock reaches `READY_HIGH`.
-    fn refill(class: u8) {
-        let size = class_size(class);
-        loop {
-            let slots = {
-                let mut st = lock(class);
-                if st.ready.len() >= READY_HIGH {
-                    return;
-                }
-                match claim(class, &mut st, 256) {
-                    Ok(s) => s,
-                    Err(_) => return, // spawners will meet and report the error themselves
-                }
-            };
-            if madvise::install_guards(&slots).is_err() {
-                return; // as above; the claimed range stays unused
-            }
-            for &lo in &slots {
-                // SAFETY: the slot was just claimed by this thread from a live reservation and
-                // is owned by no one else until it is published below; its top page is
-                // mapped read-write. Writing one byte commits the page.
-                unsafe { std::ptr::write_volatile((lo + size - 8) as *mut u8, 0) };
-            }
-            SLOTS_CARVED.fetch_add(slots.len(), Ordering::Relaxed);
-            lock(class).ready.extend(slots.into_iter().rev());
-        }
+/// Returns slots to the global pool's dirty list; the worker scrubs them (or, if there is no
+/// worker thread, this thread does, at once).
+fn give_global(class: u8, slots: &[usize]) {
+    let mut st = lock(class);
+    st.dirty.extend_from_slice(slots);
+    let pending = st.dirty.len();
+    drop(st);
+    if pending >= worker::SCRUB_BATCH && !worker::request(worker::Job::Scrub, class) {
+        worker::scrub(class);
     }
 }
 
-/// Returns slots to the global pool, releasing everything below each slot's top page first.
-fn give_global(class: u8, slots: &[usize]) {
+/// Moves scrubbed slots (deep pages released) to the warm list, and releases the top pages of
+/// the oldest warm slots beyond the bound. Runs on the worker (or a thread without one).
+pub(super) fn settle_warm(class: u8, scrubbed: Vec<usize>) {
     let size = class_size(class);
-    let deep: Vec<libc::iovec> = slots
-        .iter()
-        .map(|&lo| libc::iovec {
-            iov_base: (lo + PAGE) as *mut libc::c_void,
-            iov_len: size - 2 * PAGE,
-        })
-        .collect();
-    // SAFETY: these slots are free: no goroutine runs on them and nothing points into them
-    // (a slot is freed only after its coroutine finished). The ranges exclude guard and top.
-    unsafe { madvise::release(&deep) };
     let bound = WARM_FLOOR.max(PEAK_IN_USE.load(Ordering::Relaxed));
     let mut st = lock(class);
-    st.warm.extend(slots.iter().copied());
+    st.warm.extend(scrubbed);
     if st.warm.len() > bound {
         let excess = st.warm.len() - bound;
         let old: Vec<usize> = st.warm.drain(..excess).collect();
+        drop(st);
         let tops: Vec<libc::iovec> = old
             .iter()
             .map(|&lo| libc::iovec {
@@ -293,9 +211,11 @@ fn give_global(class: u8, slots: &[usize]) {
                 iov_len: PAGE,
             })
             .collect();
-        // SAFETY: free slots, as above; only their top pages were still committed.
+        // SAFETY: these slots are free and were taken off every list: nothing runs on them,
+        // points into them or can hand them out until they are published below; only their
+        // top pages were still committed.
         unsafe { madvise::release(&tops) };
-        st.cold.extend(old);
+        lock(class).cold.extend(old);
     }
 }
 
@@ -419,7 +339,9 @@ pub(crate) fn trim() -> usize {
         let size = class_size(class);
         let mut st = lock(class);
         let mut warm: Vec<usize> = st.warm.drain(..).collect();
+        warm.append(&mut st.dirty);
         warm.append(&mut st.ready);
+        drop(st);
         let ranges: Vec<libc::iovec> = warm
             .iter()
             .map(|&lo| libc::iovec {
@@ -427,10 +349,11 @@ pub(crate) fn trim() -> usize {
                 iov_len: size - PAGE,
             })
             .collect();
-        // SAFETY: free slots; nothing runs on them or points into them. Guard excluded.
+        // SAFETY: free slots taken off every list; nothing runs on them or points into them,
+        // and no one can hand them out until they are published below. Guard excluded.
         unsafe { madvise::release(&ranges) };
         released += warm.len();
-        st.cold.extend(warm);
+        lock(class).cold.extend(warm);
     }
     released
 }
