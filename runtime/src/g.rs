@@ -141,7 +141,6 @@ pub(crate) struct GCell<O: ?Sized> {
 pub(crate) type GRef = Arc<GCell<dyn Erased>>;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-pub(crate) static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl G {
     fn new(stack: &StackSlot) -> G {
@@ -286,7 +285,7 @@ mod live {
             // so dropping it unwinds nothing and returns the slot, which nothing points into.
             drop(unsafe { (*self.g.coro.get()).take() });
             self.g.transition_to_dead();
-            LIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            crate::live::add(-1);
             let prev = self.g.join.fetch_or(COMPLETE, Ordering::AcqRel);
             if prev & WAITER != 0 {
                 // SAFETY: the joiner wrote `waiter` before setting WAITER (we saw it with
@@ -344,7 +343,7 @@ mod live {
         });
         // SAFETY: the cell is not shared yet: we are its only user.
         unsafe { *cell.g.coro.get() = Some(coro) };
-        LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::live::add(1);
         Ok(cell)
     }
 

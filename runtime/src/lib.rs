@@ -6,11 +6,13 @@
 //! - `sched`: Ms running Ps' run queues, runtime start and stop;
 //! - `signal`: the guard-page fault handler (`fatal error: stack overflow ...`);
 //! - `tls`: the runtime's thread-locals, behind `#[inline(never)]` accessors;
+//! - `live`: the per-thread live-goroutine counters behind `num_goroutine`;
 //! - `spawn`, `park`, `builder`, `panic`: the public API.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod builder;
 mod g;
+mod live;
 mod loom;
 mod panic;
 mod park;

@@ -78,5 +78,5 @@ pub fn yield_now() {
 /// Number of goroutines that exist now (spawned and not yet finished), like Go's
 /// `runtime.NumGoroutine`.
 pub fn num_goroutine() -> usize {
-    g::LIVE.load(std::sync::atomic::Ordering::Relaxed)
+    crate::live::count()
 }
