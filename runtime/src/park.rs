@@ -14,7 +14,7 @@ pub struct Goroutine {
 impl Goroutine {
     /// The goroutine's id: unique in the process, never reused, counting from 1.
     pub fn id(&self) -> u64 {
-        self.inner.g.id
+        self.inner.id
     }
 
     /// Makes the goroutine's unpark token available (`std::thread::Thread::unpark`): if it is
@@ -57,8 +57,8 @@ pub fn try_current() -> Option<Goroutine> {
 pub fn park() {
     let parked = tls::with_current_g(|g| {
         g.map(|g| {
-            // `park_current` switches out: the cell stays valid because the M holds a GRef.
-            g::park_current(&g.g);
+            // `park_current` switches out; the G stays valid (see `tls::with_current_g`).
+            g::park_current(g);
         })
     });
     if parked.is_none() {
@@ -69,7 +69,7 @@ pub fn park() {
 /// Lets other goroutines run: the current one goes to the back of the run queue. On a plain
 /// thread it is `std::thread::yield_now`.
 pub fn yield_now() {
-    let yielded = tls::with_current_g(|g| g.map(|g| g::switch_out(&g.g, Switch::Yield)));
+    let yielded = tls::with_current_g(|g| g.map(|g| g::switch_out(g, Switch::Yield)));
     if yielded.is_none() {
         std::thread::yield_now();
     }

@@ -1,11 +1,10 @@
 //! Spawning goroutines and joining them: `spawn`, `go!`, `SpawnBuilder`, `JoinHandle`.
 
-use crate::g::{self, GCell, OutputSlot};
+use crate::g::{self, TypedGRef};
 use crate::sched;
 use crate::stack::GuardError;
 use crate::{Goroutine, Panic};
 use std::fmt;
-use std::sync::Arc;
 
 /// Spawns a goroutine running `f` and returns a handle to join it.
 ///
@@ -84,7 +83,7 @@ impl SpawnBuilder {
         sched::with_runtime(|rt| {
             let size = self.stack_size.unwrap_or(rt.config.stack_size);
             let cell = g::new_goroutine(f, size).map_err(SpawnError)?;
-            sched::ready_new(rt, cell.clone());
+            sched::ready_new(rt, cell.untyped().clone());
             Ok(JoinHandle { cell })
         })
     }
@@ -111,25 +110,25 @@ impl std::error::Error for SpawnError {
 /// An owned permission to join a goroutine (wait for it and take its result). Dropping it
 /// detaches the goroutine, which keeps running.
 pub struct JoinHandle<T> {
-    cell: Arc<GCell<OutputSlot<T>>>,
+    cell: TypedGRef<T>,
 }
 
 impl<T: Send + 'static> JoinHandle<T> {
     /// Waits for the goroutine to finish and returns its result, or the [`Panic`] that ended
     /// it. From a goroutine this parks the goroutine; from a plain thread it blocks the thread.
     pub fn join(self) -> Result<T, Panic> {
-        g::join(&self.cell)
+        g::join(self.cell.cell())
     }
 
     /// Whether the goroutine has finished (so `join` would not wait).
     pub fn is_finished(&self) -> bool {
-        self.cell.g.is_complete()
+        self.cell.cell().g.is_complete()
     }
 
     /// The goroutine's handle (its id, `unpark`).
     pub fn goroutine(&self) -> Goroutine {
         Goroutine {
-            inner: self.cell.clone(),
+            inner: self.cell.untyped().clone(),
         }
     }
 }
@@ -137,7 +136,7 @@ impl<T: Send + 'static> JoinHandle<T> {
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle")
-            .field("id", &self.cell.g.id)
+            .field("id", &self.cell.cell().g.id)
             .finish()
     }
 }

@@ -6,13 +6,12 @@
 //! goes through a function that is never inlined, so the address is computed on the thread that
 //! makes the call. No accessor hands out a reference that outlives the call.
 
-use crate::g::{Erased, GCell, GRef};
+use crate::g::{GRef, G};
 use crate::sched::P;
 use std::cell::Cell;
 use std::ptr::{self, NonNull};
-use std::sync::Arc;
 
-type GPtr = Option<NonNull<GCell<dyn Erased>>>;
+type GPtr = Option<NonNull<G>>;
 
 thread_local! {
     /// The goroutine this thread is running, set by its M around each resume.
@@ -25,17 +24,14 @@ thread_local! {
 #[inline(never)]
 pub(crate) fn current_g() -> Option<GRef> {
     let p = CURRENT_G.try_with(|c| c.get()).ok().flatten()?;
-    // SAFETY: the pointer came from `Arc::as_ptr` of a GRef that the M keeps alive for as long
-    // as it is set (it is cleared before the M drops its reference), so adding a count is fine.
-    unsafe {
-        Arc::increment_strong_count(p.as_ptr());
-        Some(Arc::from_raw(p.as_ptr()))
-    }
+    // SAFETY: the pointer came from a GRef that the M keeps alive for as long as it is set
+    // (it is cleared before the M drops its reference), so adding a reference is fine.
+    Some(unsafe { GRef::clone_from_ptr(p) })
 }
 
 /// Runs `f` with the running goroutine's cell without touching its reference count.
 #[inline(never)]
-pub(crate) fn with_current_g<R>(f: impl FnOnce(Option<&GCell<dyn Erased>>) -> R) -> R {
+pub(crate) fn with_current_g<R>(f: impl FnOnce(Option<&G>) -> R) -> R {
     let p = CURRENT_G.try_with(|c| c.get()).ok().flatten();
     // SAFETY: the caller is this goroutine, and a G is freed only after its goroutine has
     // finished, which cannot happen inside this call. `f` may switch out (park, yield) and
@@ -47,8 +43,7 @@ pub(crate) fn with_current_g<R>(f: impl FnOnce(Option<&GCell<dyn Erased>>) -> R)
 
 #[inline(never)]
 pub(crate) fn set_current_g(g: Option<&GRef>) {
-    let p = g.map(|g| NonNull::from(&**g));
-    CURRENT_G.set(p);
+    CURRENT_G.set(g.map(GRef::as_ptr));
 }
 
 /// The running goroutine's id for the fault handler (0 if none). Async-signal-safe: the
@@ -59,7 +54,7 @@ pub(crate) fn current_goid() -> u64 {
     match CURRENT_G.try_with(|c| c.get()) {
         // SAFETY: see above: set only while the G runs on this thread, which is when a fault
         // on its stack can happen.
-        Ok(Some(p)) => unsafe { (*p.as_ptr()).g.id },
+        Ok(Some(p)) => unsafe { (*p.as_ptr()).id },
         _ => 0,
     }
 }

@@ -293,14 +293,14 @@ fn m_main(rt: Arc<Runtime>) {
 
 /// Runs `g` until it switches out, then files it according to why.
 fn execute(p: &P, g: GRef) {
-    g.g.transition_to_running();
+    g.transition_to_running();
     tls::set_current_g(Some(&g));
     // SAFETY: we just moved the G to RUNNING, which makes this M the owner of its coroutine.
     let r = unsafe { g.resume() };
     tls::set_current_g(None);
     match r {
         corosensei::CoroutineResult::Yield(Switch::Yield) => {
-            g.g.transition_to_runnable();
+            g.transition_to_runnable();
             p.push_tail(g);
         }
         corosensei::CoroutineResult::Yield(Switch::Park) => {

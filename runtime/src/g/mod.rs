@@ -40,12 +40,17 @@
 //! Goroutines migrate between Ms once the scheduler has more than one; the state word and the
 //! run queues are the only hand-off points, and both use acquire/release.
 
+mod gref;
+mod slab;
+
+pub(crate) use gref::{new_goroutine, GCell, GRef, TypedGRef};
+
 use crate::loom::{AtomicU32, AtomicU8, Ordering};
 use crate::stack::StackSlot;
 use corosensei::{Coroutine, Yielder};
 use std::cell::UnsafeCell;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::Arc;
 
 pub(crate) const RUNNABLE: u32 = 1;
 pub(crate) const RUNNING: u32 = 2;
@@ -110,6 +115,10 @@ pub(crate) struct G {
     /// The scheduling reference while WAITING (see the module comment): written by the M
     /// before it commits the park, taken by the unparker that moves the G to RUNNABLE.
     parked_ref: UnsafeCell<Option<GRef>>,
+    /// References to this G's cell (`GRef`s); the last one out calls `destroy`.
+    refs: AtomicUsize,
+    /// Drops the cell (typed by the goroutine's output) and frees its memory.
+    destroy: unsafe fn(NonNull<G>),
 }
 
 // SAFETY: every cell in `G` has one owner at a time, handed over through the state word or the
@@ -120,30 +129,10 @@ unsafe impl Send for G {}
 // SAFETY: as above; shared access goes through atomics, cells only by their owner.
 unsafe impl Sync for G {}
 
-/// Output of a goroutine: written once by the goroutine before it finishes, read once by the
-/// joiner after it observed COMPLETE.
-pub(crate) struct OutputSlot<T>(UnsafeCell<Option<Result<T, crate::Panic>>>);
-
-// SAFETY: the value is written by one thread and, after a release/acquire on the join word,
-// read by another; `T: Send` makes moving it across threads fine.
-unsafe impl<T: Send> Sync for OutputSlot<T> {}
-
-/// Anything that can be a goroutine's output tail, type-erased.
-pub(crate) trait Erased: Send + Sync {}
-impl<T: Send + Sync> Erased for T {}
-
-#[repr(C)]
-pub(crate) struct GCell<O: ?Sized> {
-    pub(crate) g: G,
-    pub(crate) out: O,
-}
-
-pub(crate) type GRef = Arc<GCell<dyn Erased>>;
-
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl G {
-    fn new(stack: &StackSlot) -> G {
+    fn new(stack: &StackSlot, destroy: unsafe fn(NonNull<G>)) -> G {
         G {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             state: AtomicU32::new(RUNNABLE),
@@ -155,6 +144,8 @@ impl G {
             yielder: UnsafeCell::new(std::ptr::null()),
             waiter: UnsafeCell::new(None),
             parked_ref: UnsafeCell::new(None),
+            refs: AtomicUsize::new(1),
+            destroy,
         }
     }
 
@@ -262,16 +253,15 @@ impl G {
 mod live {
     use super::*;
     use crate::tls;
-    use std::panic::{catch_unwind, AssertUnwindSafe};
 
-    impl GCell<dyn Erased> {
+    impl G {
         /// Resumes the goroutine on the calling M until it yields, parks or finishes.
         ///
         /// # Safety
         /// The caller must have moved the G to RUNNING (it owns the coroutine now).
         pub(crate) unsafe fn resume(&self) -> corosensei::CoroutineResult<Switch, ()> {
             // SAFETY: RUNNING gives the caller exclusive use of `coro` (caller contract).
-            let coro = unsafe { (*self.g.coro.get()).as_mut() }.expect("resumed a finished G");
+            let coro = unsafe { (*self.coro.get()).as_mut() }.expect("resumed a finished G");
             coro.resume(())
         }
 
@@ -283,14 +273,14 @@ mod live {
         pub(crate) unsafe fn finish(&self) {
             // SAFETY: the G is still RUNNING on this M: `coro` is ours. The coroutine returned,
             // so dropping it unwinds nothing and returns the slot, which nothing points into.
-            drop(unsafe { (*self.g.coro.get()).take() });
-            self.g.transition_to_dead();
+            drop(unsafe { (*self.coro.get()).take() });
+            self.transition_to_dead();
             crate::live::add(-1);
-            let prev = self.g.join.fetch_or(COMPLETE, Ordering::AcqRel);
+            let prev = self.join.fetch_or(COMPLETE, Ordering::AcqRel);
             if prev & WAITER != 0 {
                 // SAFETY: the joiner wrote `waiter` before setting WAITER (we saw it with
                 // acquire) and never touches it again once WAITER is set.
-                if let Some(w) = unsafe { (*self.g.waiter.get()).take() } {
+                if let Some(w) = unsafe { (*self.waiter.get()).take() } {
                     w.unpark();
                 }
             }
@@ -301,7 +291,7 @@ mod live {
     /// the scheduling reference `me` to the G. Returns it back if a token was pending (the G
     /// is RUNNABLE again and must run at once).
     pub(crate) fn commit_park(me: GRef) -> Option<GRef> {
-        let g: *const G = &me.g;
+        let g: *const G = &*me;
         // SAFETY: the G is RUNNING on this M, so no one else touches `parked_ref`; it must be
         // in place before WAITING becomes visible, since the unparker that sees WAITING takes it.
         unsafe { *(*g).parked_ref.get() = Some(me) };
@@ -312,39 +302,6 @@ mod live {
             // SAFETY: still RUNNABLE-and-ours: no unparker took it (it was never WAITING).
             unsafe { (*(*g).parked_ref.get()).take() }
         }
-    }
-
-    /// Creates a goroutine running `f` on a fresh slot and returns its cell, not yet queued:
-    /// the caller queues a clone of it, which becomes the scheduling reference.
-    pub(crate) fn new_goroutine<F, T>(
-        f: F,
-        stack_size: usize,
-    ) -> Result<Arc<GCell<OutputSlot<T>>>, crate::stack::GuardError>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        let slot = StackSlot::new(stack_size)?;
-        let cell = Arc::new(GCell {
-            g: G::new(&slot),
-            out: OutputSlot(UnsafeCell::new(None)),
-        });
-        let gp: *const G = &cell.g;
-        let out: *const OutputSlot<T> = &cell.out;
-        let coro = Coro::with_stack(slot, move |yielder: &Yielder<(), Switch>, ()| {
-            // SAFETY: `gp` points into the cell, which the M running us keeps alive; only
-            // this goroutine touches `yielder`. The yielder lives in this coroutine's initial
-            // frame, which stays put (stacks never move) until the coroutine returns.
-            unsafe { *(*gp).yielder.get() = yielder };
-            let result = catch_unwind(AssertUnwindSafe(f)).map_err(crate::Panic::new);
-            // SAFETY: the output is written once, here, before the coroutine returns and the M
-            // publishes COMPLETE with release; no one reads it before that.
-            unsafe { *(*out).0.get() = Some(result) };
-        });
-        // SAFETY: the cell is not shared yet: we are its only user.
-        unsafe { *cell.g.coro.get() = Some(coro) };
-        crate::live::add(1);
-        Ok(cell)
     }
 
     /// Address just below the caller's frame: the recorded stack pointer of a parking goroutine.
@@ -373,20 +330,20 @@ mod live {
         // Resumed: by an unpark, or a token consumed by the M. Both count as the wake-up.
     }
 
-    pub(crate) fn unpark(g: &GCell<dyn Erased>) {
-        if g.g.transition_to_notified() {
+    pub(crate) fn unpark(g: &G) {
+        if g.transition_to_notified() {
             // SAFETY: we won WAITING → RUNNABLE, which makes us the one owner of the parked
             // scheduling reference (the M stored it before committing the park).
-            let me = unsafe { (*g.g.parked_ref.get()).take() };
+            let me = unsafe { (*g.parked_ref.get()).take() };
             crate::sched::ready(me.expect("a WAITING goroutine holds its scheduling reference"));
         }
     }
 
     /// Waits until the goroutine finished; returns its output.
-    pub(crate) fn join<T: Send>(cell: &GCell<OutputSlot<T>>) -> Result<T, crate::Panic> {
+    pub(crate) fn join<T: Send>(cell: &GCell<T>) -> Result<T, crate::Panic> {
         let g = &cell.g;
         if !g.is_complete() {
-            if tls::current_g().is_some_and(|me| std::ptr::eq(&me.g, g)) {
+            if tls::current_g().is_some_and(|me| std::ptr::eq(&*me, g)) {
                 panic!("goro: a goroutine cannot join itself (it would wait forever)");
             }
             // SAFETY: WAITER is not set yet, so the completer does not read `waiter`.
@@ -436,12 +393,12 @@ pub(crate) use live::*;
 /// This is what the garbage collector calls on idle goroutines; it is public so programs and
 /// tests can do the same.
 pub fn release_below_sp(g: &crate::Goroutine) -> Option<usize> {
-    live::release_below_sp(&g.inner.g)
+    live::release_below_sp(&g.inner)
 }
 
 /// Resident bytes of a goroutine's stack slot (`mincore`), or 0 once it has finished.
 pub fn committed_bytes(g: &crate::Goroutine) -> usize {
-    let gi = &g.inner.g;
+    let gi: &G = &g.inner;
     if G::status(gi.state.load(Ordering::Acquire)) == DEAD {
         return 0;
     }
@@ -473,6 +430,8 @@ mod tests {
             yielder: UnsafeCell::new(std::ptr::null()),
             waiter: UnsafeCell::new(None),
             parked_ref: UnsafeCell::new(None),
+            refs: AtomicUsize::new(1),
+            destroy: |_| {},
         }
     }
 

@@ -1,0 +1,167 @@
+//! `GRef`: the counted reference to a goroutine's descriptor, and the cell it points to.
+//!
+//! A goroutine's descriptor is a [`GCell<T>`]: the untyped header [`G`] followed by the slot
+//! for its output `T`. Everything but `JoinHandle<T>` sees it through a [`GRef`], one word (a
+//! pointer to the header), which the work-stealing scheduler needs to swap run-queue entries
+//! atomically. `Arc` cannot serve: `Arc<GCell<dyn ..>>` is two words, and `Arc` allocates from
+//! the global allocator, which cells must avoid (see `slab`).
+//!
+//! Counting follows `Arc`: clones add one with relaxed ordering (a clone is made from a live
+//! reference, so the count cannot be zero); a drop subtracts one with release, and the drop that
+//! reaches zero fences with acquire before destroying the cell, so every use of the cell by
+//! other threads happens before it is freed. The header carries `destroy`, instantiated for
+//! the cell's `T`, which drops the cell and returns its memory to the slab.
+
+use super::{slab, Coro, Switch, G};
+use crate::stack::{GuardError, StackSlot};
+use corosensei::Yielder;
+use std::alloc::Layout;
+use std::cell::UnsafeCell;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, Ordering};
+
+/// Output of a goroutine: written once by the goroutine before it finishes, read once by the
+/// joiner after it observed COMPLETE.
+pub(crate) struct OutputSlot<T>(pub(super) UnsafeCell<Option<Result<T, crate::Panic>>>);
+
+/// A goroutine's descriptor: header, then output. `repr(C)` puts the header at offset 0, so a
+/// pointer to the cell is a pointer to its `G`.
+#[repr(C)]
+pub(crate) struct GCell<T> {
+    pub(crate) g: G,
+    pub(crate) out: OutputSlot<T>,
+}
+
+/// A counted reference to a goroutine's descriptor (see the module comment).
+pub(crate) struct GRef {
+    ptr: NonNull<G>,
+}
+
+// SAFETY: `G` is `Send + Sync` (its own argument); a GRef only hands out `&G` and counts with
+// atomics, like `Arc<G>`.
+unsafe impl Send for GRef {}
+// SAFETY: as above.
+unsafe impl Sync for GRef {}
+
+/// Past this many references something is leaking them in a loop; abort like `Arc` does
+/// rather than let the count wrap.
+const MAX_REFS: usize = isize::MAX as usize;
+
+impl GRef {
+    /// Adds a reference to the G at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` must point to a live G, kept alive by some reference for the duration of the call.
+    pub(crate) unsafe fn clone_from_ptr(ptr: NonNull<G>) -> GRef {
+        // SAFETY: the caller guarantees the G is alive.
+        let g = unsafe { ptr.as_ref() };
+        if g.refs.fetch_add(1, Ordering::Relaxed) > MAX_REFS {
+            std::process::abort();
+        }
+        GRef { ptr }
+    }
+
+    pub(crate) fn as_ptr(&self) -> NonNull<G> {
+        self.ptr
+    }
+}
+
+impl std::ops::Deref for GRef {
+    type Target = G;
+    fn deref(&self) -> &G {
+        // SAFETY: a GRef holds a reference: the G is alive while the GRef exists.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl Clone for GRef {
+    fn clone(&self) -> GRef {
+        // SAFETY: `self` keeps the G alive.
+        unsafe { GRef::clone_from_ptr(self.ptr) }
+    }
+}
+
+impl Drop for GRef {
+    fn drop(&mut self) {
+        if self.refs.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        fence(Ordering::Acquire);
+        // SAFETY: that was the last reference; `destroy` was set at creation for this cell's
+        // type and is called exactly once, here.
+        unsafe { (self.destroy)(self.ptr) };
+    }
+}
+
+/// A `GRef` that knows the cell's output type (what a `JoinHandle<T>` holds).
+pub(crate) struct TypedGRef<T> {
+    r: GRef,
+    _out: PhantomData<T>,
+}
+
+impl<T> TypedGRef<T> {
+    pub(crate) fn cell(&self) -> &GCell<T> {
+        // SAFETY: created by `new_goroutine::<_, T>` as a `GCell<T>`, whose header is at offset
+        // 0 (`repr(C)`); alive while `self.r` is.
+        unsafe { self.r.as_ptr().cast::<GCell<T>>().as_ref() }
+    }
+
+    pub(crate) fn untyped(&self) -> &GRef {
+        &self.r
+    }
+}
+
+/// Drops a `GCell<T>` and frees its memory.
+///
+/// # Safety
+/// `ptr` must be the header of a `GCell<T>` made by `new_goroutine`, with no references left.
+unsafe fn destroy<T>(ptr: NonNull<G>) {
+    let cell = ptr.cast::<GCell<T>>();
+    // SAFETY: the caller guarantees it is an unreferenced `GCell<T>` from `slab::alloc`.
+    unsafe {
+        std::ptr::drop_in_place(cell.as_ptr());
+        slab::free(cell.cast(), Layout::new::<GCell<T>>());
+    }
+}
+
+/// Creates a goroutine running `f` on a fresh slot and returns its cell, not yet queued: the
+/// caller queues a clone, which becomes the scheduling reference.
+pub(crate) fn new_goroutine<F, T>(f: F, stack_size: usize) -> Result<TypedGRef<T>, GuardError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let slot = StackSlot::new(stack_size)?;
+    let header = G::new(&slot, destroy::<T>);
+    let mem = slab::alloc(Layout::new::<GCell<T>>()).cast::<GCell<T>>();
+    // SAFETY: fresh memory of the right layout, written once before anything reads it.
+    unsafe {
+        mem.as_ptr().write(GCell {
+            g: header,
+            out: OutputSlot(UnsafeCell::new(None)),
+        })
+    };
+    let r = TypedGRef {
+        r: GRef { ptr: mem.cast() },
+        _out: PhantomData,
+    };
+    let gp: *const G = mem.as_ptr().cast();
+    // SAFETY: the cell is alive while the coroutine runs (the M running it holds a reference).
+    let out: *const OutputSlot<T> = unsafe { &(*mem.as_ptr()).out };
+    let coro = Coro::with_stack(slot, move |yielder: &Yielder<(), Switch>, ()| {
+        // SAFETY: `gp` points into the cell, which the M running us keeps alive; only this
+        // goroutine touches `yielder`. The yielder lives in this coroutine's initial frame,
+        // which stays put (stacks never move) until the coroutine returns.
+        unsafe { *(*gp).yielder.get() = yielder };
+        let result = catch_unwind(AssertUnwindSafe(f)).map_err(crate::Panic::new);
+        // SAFETY: the output is written once, here, before the coroutine returns and the M
+        // publishes COMPLETE with release; no one reads it before that.
+        unsafe { *(*out).0.get() = Some(result) };
+    });
+    // SAFETY: the cell is not shared yet: we are its only user.
+    unsafe { *r.cell().g.coro.get() = Some(coro) };
+    crate::live::add(1);
+    Ok(r)
+}
