@@ -121,6 +121,24 @@ pub(crate) struct G {
     destroy: unsafe fn(NonNull<G>),
 }
 
+impl Drop for G {
+    /// A goroutine that started and did not finish is never unwound from here: its destructors
+    /// would run on whatever thread dropped the last reference, outside any goroutine (a
+    /// destructor that parks would block that thread for good). This happens only to a
+    /// goroutine left runnable when its runtime stopped (a parked one keeps itself alive), and,
+    /// like Go at the end of `main`, it is simply never run again: the coroutine and its stack
+    /// slot are leaked, which is sound (nothing runs on or points into it from outside).
+    fn drop(&mut self) {
+        if let Some(coro) = self.coro.get_mut().take() {
+            if coro.started() && !coro.done() {
+                std::mem::forget(coro);
+            }
+            // Never started: dropping it just drops the closure, on this thread, which is what
+            // dropping an unspawned closure would do.
+        }
+    }
+}
+
 // SAFETY: every cell in `G` has one owner at a time, handed over through the state word or the
 // join word with acquire/release (see the field comments). The coroutine may hold values that
 // are not `Send` on its stack; they are only touched by the goroutine, which runs on one thread
