@@ -134,7 +134,7 @@ where
     T: Send + 'static,
 {
     let slot = StackSlot::new(stack_size)?;
-    let header = G::new(&slot, destroy::<T>);
+    let header = G::new(slot.lo(), slot.size(), destroy::<T>);
     let mem = slab::alloc(Layout::new::<GCell<T>>()).cast::<GCell<T>>();
     // SAFETY: fresh memory of the right layout, written once before anything reads it.
     unsafe {

@@ -150,13 +150,14 @@ unsafe impl Sync for G {}
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl G {
-    fn new(stack: &StackSlot, destroy: unsafe fn(NonNull<G>)) -> G {
+    /// A RUNNABLE goroutine on the slot `[stack_lo, stack_lo + stack_size)`, not yet started.
+    fn new(stack_lo: usize, stack_size: usize, destroy: unsafe fn(NonNull<G>)) -> G {
         G {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             state: AtomicU32::new(RUNNABLE),
             join: AtomicU8::new(0),
-            stack_lo: stack.lo(),
-            stack_size: stack.size(),
+            stack_lo,
+            stack_size,
             saved_sp: AtomicUsize::new(0),
             coro: UnsafeCell::new(None),
             yielder: UnsafeCell::new(std::ptr::null()),
@@ -435,22 +436,12 @@ mod tests {
     #[cfg(loom)]
     use loom::sync::{atomic::AtomicUsize as LAtomic, Arc as LArc};
 
+    /// A G as its M sees it while running it (no slot, no cell: only the state word is used).
     #[cfg(loom)]
     fn g() -> G {
-        G {
-            id: 1,
-            state: AtomicU32::new(RUNNING),
-            join: AtomicU8::new(0),
-            stack_lo: 0,
-            stack_size: 0,
-            saved_sp: AtomicUsize::new(0),
-            coro: UnsafeCell::new(None),
-            yielder: UnsafeCell::new(std::ptr::null()),
-            waiter: UnsafeCell::new(None),
-            parked_ref: UnsafeCell::new(None),
-            refs: AtomicUsize::new(1),
-            destroy: |_| {},
-        }
+        let g = G::new(0, 0, |_| {});
+        g.transition_to_running();
+        g
     }
 
     #[cfg(loom)]
