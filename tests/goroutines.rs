@@ -76,34 +76,6 @@ fn many_nested_spawns() {
 }
 
 #[test]
-fn num_goroutine_counts_live_goroutines() {
-    goro::run(|| {
-        let before = goro::num_goroutine();
-        let done = Arc::new(AtomicUsize::new(0));
-        let hs: Vec<_> = (0..50)
-            .map(|_| {
-                let d = done.clone();
-                goro::spawn(move || {
-                    d.fetch_add(1, Ordering::SeqCst);
-                    goro::park();
-                })
-            })
-            .collect();
-        while done.load(Ordering::SeqCst) < 50 {
-            goro::yield_now();
-        }
-        // Other tests share the process, so only a lower bound is exact.
-        assert!(goro::num_goroutine() >= before + 50);
-        for h in &hs {
-            h.goroutine().unpark();
-        }
-        for h in hs {
-            h.join().unwrap();
-        }
-    });
-}
-
-#[test]
 fn unpark_before_park_is_not_lost() {
     goro::run(|| {
         let me = goro::current();

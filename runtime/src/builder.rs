@@ -62,7 +62,10 @@ impl Builder {
             return f();
         }
         let entered = Runtime::enter(self.config);
-        let main = crate::spawn(f);
+        let main = match crate::SpawnBuilder::new().spawn_on(&entered.rt, f) {
+            Ok(h) => h,
+            Err(e) => panic!("goro::run: cannot spawn the main goroutine: {e}"),
+        };
         let r = main.join();
         drop(entered);
         match r {

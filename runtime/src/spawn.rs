@@ -80,12 +80,23 @@ impl SpawnBuilder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        sched::with_runtime(|rt| {
-            let size = self.stack_size.unwrap_or(rt.config.stack_size);
-            let cell = g::new_goroutine(f, size).map_err(SpawnError)?;
-            sched::ready_new(rt, cell.untyped().clone());
-            Ok(JoinHandle { cell })
-        })
+        sched::with_runtime(|rt| self.spawn_on(rt, f))
+    }
+
+    /// Spawns on `rt` (what `run` uses for its main goroutine: a `run` holds its runtime).
+    pub(crate) fn spawn_on<F, T>(
+        self,
+        rt: &sched::Runtime,
+        f: F,
+    ) -> Result<JoinHandle<T>, SpawnError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let size = self.stack_size.unwrap_or(rt.config.stack_size);
+        let cell = g::new_goroutine(f, size).map_err(SpawnError)?;
+        sched::ready_new(rt, cell.untyped().clone());
+        Ok(JoinHandle { cell })
     }
 }
 

@@ -165,3 +165,16 @@ where
     crate::live::add(1);
     Ok(r)
 }
+
+// SAFETY: `into_raw` gives the (non-null) header pointer and forgets the reference without
+// touching the count; `from_raw` rebuilds that same reference.
+unsafe impl crate::sched::runq::Thin for GRef {
+    fn into_raw(self) -> *mut () {
+        std::mem::ManuallyDrop::new(self).ptr.as_ptr().cast()
+    }
+    unsafe fn from_raw(p: *mut ()) -> GRef {
+        // SAFETY: the caller passes a pointer from `into_raw`, which is a live G's header.
+        let ptr = unsafe { NonNull::new_unchecked(p.cast()) };
+        GRef { ptr }
+    }
+}

@@ -3,9 +3,10 @@
 //! This scheduler runs **one P on one M**: every goroutine runs on the runtime's one
 //! scheduler thread, readied goroutines from other threads arrive through the global queue.
 //! It already has the G/M/P shape the work-stealing scheduler fills in:
-//! - a [`P`] owns a `runnext` slot (a goroutine readied by the running one runs next: spawn and
-//!   unpark hand over the rest of the time slice, like Go's `runqput(.., next=true)`) and a
-//!   local queue, both touched only by the M that holds the P;
+//! - a [`P`] owns a [`RunQueue`](runq::RunQueue): Go's 256-slot lock-free ring with a `runnext`
+//!   slot (a goroutine readied by the running one runs next: spawn and unpark hand over the rest
+//!   of the time slice, like Go's `runqput(.., next=true)`) and steal-half; when the ring is
+//!   full, half of it moves to the global queue in one batch;
 //! - the [`Runtime`] owns the global queue, fed by threads that are not Ms and checked every
 //!   61st schedule so local work cannot starve it (Go's `schedtick%61`);
 //! - an M with no work sleeps on the global queue's condition variable; injecting wakes it.
@@ -17,12 +18,17 @@
 //! first `spawn` from a plain thread, which starts a background runtime that lives until the
 //! process exits). `run` holds a user count; the last `run` to return stops the runtime it
 //! started: its M exits and goroutines still parked or queued are left as they are (like Go's
-//! at the end of `main`, they never run again; their slots are not reused).
+//! at the end of `main`, they never run again; their slots are not reused). A `spawn` from a
+//! plain thread while a `run` owns the runtime makes it the background runtime, since nothing
+//! else would keep that goroutine's runtime going.
+
+pub(crate) mod runq;
 
 use crate::g::{GRef, Switch};
 use crate::signal::AltStack;
 use crate::tls;
-use std::cell::{Cell, RefCell};
+use runq::RunQueue;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -77,10 +83,14 @@ pub(crate) fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> R {
     f(&runtime_or_start())
 }
 
+/// The runtime for a goroutine spawned from a plain thread. Such a goroutine has no `run` to
+/// keep its runtime going, so a runtime that `run` started becomes the background runtime
+/// here: the last `run` to return no longer stops it (its goroutine would never run again).
 fn runtime_or_start() -> Arc<Runtime> {
     let mut cur = current();
-    if let Some(rt) = &cur.rt {
-        return rt.clone();
+    if let Some(rt) = cur.rt.clone() {
+        cur.users = None;
+        return rt;
     }
     let rt = Runtime::start(Config {
         stack_size: crate::stack::DEFAULT_STACK_SIZE,
@@ -139,8 +149,13 @@ impl Runtime {
 
     /// Queues a G readied by a thread that is not an M.
     pub(crate) fn inject(&self, g: GRef) {
+        self.inject_batch(std::iter::once(g));
+    }
+
+    /// Queues several Gs under one lock (a P's overflow, or readies from outside).
+    fn inject_batch(&self, gs: impl IntoIterator<Item = GRef>) {
         let mut gq = self.lock();
-        gq.q.push_back(g);
+        gq.q.extend(gs);
         if gq.m_idle {
             gq.m_idle = false;
             self.wake.notify_one();
@@ -182,12 +197,17 @@ impl Drop for Entered {
     }
 }
 
-/// A processor: the right to run goroutines, with its queues. Touched only by its M's thread
-/// (goroutines running on that M included), hence the plain cells.
+/// A processor: the right to run goroutines, with its run queue. Its owner-only operations
+/// are called only by its M's thread (goroutines running on that M included).
 pub(crate) struct P {
     pub(crate) rt: Arc<Runtime>,
-    runnext: Cell<Option<GRef>>,
-    local: RefCell<VecDeque<GRef>>,
+    runq: RunQueue<GRef>,
+    /// A goroutine readied by this M itself between goroutines (the joiner woken by `finish`,
+    /// a token arriving at `commit_park`). The M schedules again right after, so no thief could
+    /// help it sooner: it skips `runnext` and its atomic swaps, and runs next.
+    handoff: Cell<Option<GRef>>,
+    /// A goroutine is running on this P (as opposed to the M's own scheduling code).
+    running: Cell<bool>,
     tick: Cell<u32>,
 }
 
@@ -196,22 +216,37 @@ pub(crate) struct P {
 const GLOBAL_CHECK_TICKS: u32 = 61;
 
 impl P {
-    /// Queues `g` to run next; the previous `runnext` moves to the local tail.
+    /// Queues `g` to run next; the previous `runnext` moves to the ring's tail. Called by the
+    /// M between goroutines, it uses the handoff cell instead.
     fn push_next(&self, g: GRef) {
-        if let Some(old) = self.runnext.replace(Some(g)) {
-            self.local.borrow_mut().push_back(old);
+        if !self.running.get() {
+            if let Some(old) = self.handoff.replace(Some(g)) {
+                self.push_tail(old);
+            }
+            return;
+        }
+        if let Some(batch) = self.runq.push_next(g) {
+            self.rt.inject_batch(batch);
         }
     }
 
     fn push_tail(&self, g: GRef) {
-        self.local.borrow_mut().push_back(g);
+        if let Some(batch) = self.runq.push(g) {
+            self.rt.inject_batch(batch);
+        }
     }
 
+    /// Takes one G from the global queue to run, and up to `max - 1` more into the ring.
     fn take_global(&self, max: usize) -> Option<GRef> {
         let mut gq = self.rt.lock();
         let first = gq.q.pop_front()?;
-        let n = gq.q.len().min(max);
-        self.local.borrow_mut().extend(gq.q.drain(..n));
+        let room = (runq::CAP - self.runq.len()) as usize;
+        let n = gq.q.len().min(max.saturating_sub(1)).min(room);
+        for g in gq.q.drain(..n) {
+            // Cannot overflow: at most `room` pushes into the ring, and only we push.
+            let overflow = self.runq.push(g);
+            debug_assert!(overflow.is_none());
+        }
         Some(first)
     }
 
@@ -224,13 +259,13 @@ impl P {
                 return Some(g);
             }
         }
-        if let Some(g) = self.runnext.take() {
+        if let Some(g) = self.handoff.take() {
             return Some(g);
         }
-        if let Some(g) = self.local.borrow_mut().pop_front() {
+        if let Some(g) = self.runq.pop() {
             return Some(g);
         }
-        self.take_global(128)
+        self.take_global(runq::CAP as usize / 2)
     }
 }
 
@@ -267,8 +302,9 @@ fn m_main(rt: Arc<Runtime>) {
     let _alt = AltStack::install();
     let p = P {
         rt: rt.clone(),
-        runnext: Cell::new(None),
-        local: RefCell::new(VecDeque::new()),
+        runq: RunQueue::new(),
+        handoff: Cell::new(None),
+        running: Cell::new(false),
         tick: Cell::new(0),
     };
     tls::set_current_p(&p);
@@ -288,6 +324,7 @@ fn m_main(rt: Arc<Runtime>) {
     }
     tls::set_current_p(std::ptr::null());
     // Goroutines still queued never run again (see the module comment).
+    drop(p.handoff.take());
     drop(p);
 }
 
@@ -295,8 +332,10 @@ fn m_main(rt: Arc<Runtime>) {
 fn execute(p: &P, g: GRef) {
     g.transition_to_running();
     tls::set_current_g(Some(&g));
+    p.running.set(true);
     // SAFETY: we just moved the G to RUNNING, which makes this M the owner of its coroutine.
     let r = unsafe { g.resume() };
+    p.running.set(false);
     tls::set_current_g(None);
     match r {
         corosensei::CoroutineResult::Yield(Switch::Yield) => {
