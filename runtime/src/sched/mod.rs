@@ -30,7 +30,7 @@ use crate::tls;
 use runq::RunQueue;
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// A goroutine readied from outside any M waits here.
@@ -49,6 +49,8 @@ pub(crate) struct Config {
 
 pub(crate) struct Runtime {
     global: Mutex<GlobalQueue>,
+    /// Length of the global queue, written under its lock, read without it (a hint).
+    global_len: AtomicUsize,
     wake: Condvar,
     stop: AtomicBool,
     pub(crate) config: Config,
@@ -129,6 +131,7 @@ impl Runtime {
                 q: VecDeque::new(),
                 m_idle: false,
             }),
+            global_len: AtomicUsize::new(0),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             config,
@@ -156,6 +159,7 @@ impl Runtime {
     fn inject_batch(&self, gs: impl IntoIterator<Item = GRef>) {
         let mut gq = self.lock();
         gq.q.extend(gs);
+        self.global_len.store(gq.q.len(), Ordering::Relaxed);
         if gq.m_idle {
             gq.m_idle = false;
             self.wake.notify_one();
@@ -247,6 +251,7 @@ impl P {
             let overflow = self.runq.push(g);
             debug_assert!(overflow.is_none());
         }
+        self.rt.global_len.store(gq.q.len(), Ordering::Relaxed);
         Some(first)
     }
 
@@ -340,7 +345,14 @@ fn execute(p: &P, g: GRef) {
     match r {
         corosensei::CoroutineResult::Yield(Switch::Yield) => {
             g.transition_to_runnable();
-            p.push_tail(g);
+            // Like Go's Gosched: behind the global queue when it has work, so a goroutine
+            // yielding in a loop cannot starve goroutines that overflowed there (the P would
+            // otherwise pop it again and reach the global queue only every 61 schedules).
+            if p.rt.global_len.load(Ordering::Relaxed) > 0 {
+                p.rt.inject(g);
+            } else {
+                p.push_tail(g);
+            }
         }
         corosensei::CoroutineResult::Yield(Switch::Park) => {
             // WAITING now, holding its own scheduling reference until an unpark takes it; or a
