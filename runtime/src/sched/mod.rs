@@ -7,8 +7,11 @@
 //!   slot (a goroutine readied by the running one runs next: spawn and unpark hand over the rest
 //!   of the time slice, like Go's `runqput(.., next=true)`) and steal-half; when the ring is
 //!   full, half of it moves to the global queue in one batch;
-//! - the [`Runtime`] owns the global queue, fed by threads that are not Ms and checked every
-//!   61st schedule so local work cannot starve it (Go's `schedtick%61`);
+//! - the [`Runtime`] owns the global queue, fed by threads that are not Ms, by a full ring's
+//!   overflow, and by `yield_now` while it has work (Go's `Gosched`, so a yielding loop cannot
+//!   starve it); a P also checks it every 61st schedule (Go's `schedtick%61`);
+//! - goroutines the M itself readies between goroutines (a joiner woken by `finish`) go to an
+//!   M-local handoff cell, not the stealable `runnext`: the M schedules right after anyway;
 //! - an M with no work sleeps on the global queue's condition variable; injecting wakes it.
 //!
 //! Because goroutines never change thread here, code that keeps a reference into a
@@ -33,7 +36,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-/// A goroutine readied from outside any M waits here.
+/// Goroutines readied from outside any M, overflowed from a P's ring, or yielding behind it.
 struct GlobalQueue {
     q: VecDeque<GRef>,
     /// An M is asleep on `Runtime::wake`.
