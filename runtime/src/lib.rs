@@ -7,12 +7,14 @@
 //! - `signal`: the guard-page fault handler (`fatal error: stack overflow ...`);
 //! - `tls`: the runtime's thread-locals, behind `#[inline(never)]` accessors;
 //! - `live`: the per-thread live-goroutine counters behind `num_goroutine`;
+//! - `local`: goroutine-local storage (`goroutine_local!`);
 //! - `spawn`, `park`, `builder`, `panic`: the public API.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod builder;
 mod g;
 mod live;
+mod local;
 mod loom;
 mod panic;
 mod park;
@@ -23,6 +25,7 @@ pub mod stack;
 mod tls;
 
 pub use builder::{run, Builder};
+pub use local::GoroutineLocalKey;
 pub use panic::Panic;
 pub use park::{current, num_goroutine, park, try_current, yield_now, Goroutine};
 pub use spawn::{spawn, try_spawn, JoinHandle, SpawnBuilder, SpawnError};

@@ -155,7 +155,14 @@ where
         // goroutine touches `yielder`. The yielder lives in this coroutine's initial frame,
         // which stays put (stacks never move) until the coroutine returns.
         unsafe { *(*gp).yielder.get() = yielder };
-        let result = catch_unwind(AssertUnwindSafe(f)).map_err(crate::Panic::new);
+        let mut result = catch_unwind(AssertUnwindSafe(f)).map_err(crate::Panic::new);
+        // Goroutine-locals die inside the goroutine, before its result is published.
+        // SAFETY: `gp` is alive (see above); `locals` is only ever touched by this goroutine.
+        if let Some(p) = crate::local::drop_goroutine_locals(unsafe { &(*gp).locals }) {
+            if result.is_ok() {
+                result = Err(crate::Panic::new(p));
+            }
+        }
         // SAFETY: the output is written once, here, before the coroutine returns and the M
         // publishes COMPLETE with release; no one reads it before that.
         unsafe { *(*out).0.get() = Some(result) };

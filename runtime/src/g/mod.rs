@@ -115,6 +115,9 @@ pub(crate) struct G {
     /// The scheduling reference while WAITING (see the module comment): written by the M
     /// before it commits the park, taken by the unparker that moves the G to RUNNABLE.
     parked_ref: UnsafeCell<Option<GRef>>,
+    /// Goroutine-local values (`crate::local`), created on first use; only the goroutine
+    /// itself touches them.
+    pub(crate) locals: UnsafeCell<Option<Box<crate::local::LocalMap>>>,
     /// References to this G's cell (`GRef`s); the last one out calls `destroy`.
     refs: AtomicUsize,
     /// Drops the cell (typed by the goroutine's output) and frees its memory.
@@ -132,6 +135,8 @@ impl Drop for G {
         if let Some(coro) = self.coro.get_mut().take() {
             if coro.started() && !coro.done() {
                 std::mem::forget(coro);
+                // Its goroutine-locals too: their destructors expect to run inside it.
+                std::mem::forget(self.locals.get_mut().take());
             }
             // Never started: dropping it just drops the closure, on this thread, which is what
             // dropping an unspawned closure would do.
@@ -163,6 +168,7 @@ impl G {
             yielder: UnsafeCell::new(std::ptr::null()),
             waiter: UnsafeCell::new(None),
             parked_ref: UnsafeCell::new(None),
+            locals: UnsafeCell::new(None),
             refs: AtomicUsize::new(1),
             destroy,
         }
