@@ -5,9 +5,9 @@
 //! goroutines has a small [`ThreadCache`] of the class in front of it:
 //!
 //! ```text
-//!   acquire: thread cache ──empty──▶ global warm list ──▶ global cold list ──▶ carve a batch
-//!   free:    thread cache ──full──▶ half moves to the global warm list (deep pages released)
-//!                                    warm list beyond its bound ──▶ whole slot released, cold
+//!   acquire: thread cache ─empty─▶ warm ─▶ dirty ─▶ ready (prepared) ─▶ cold ─▶ carve a batch
+//!   free:    thread cache ─full─▶ half to dirty ─(worker: deep pages released)─▶ warm
+//!            warm beyond its bound ─▶ top page released too ─▶ cold
 //! ```
 //!
 //! Memory policy ("release when cached beyond a bound"):
