@@ -27,5 +27,5 @@ mod tls;
 pub use builder::{run, Builder};
 pub use local::GoroutineLocalKey;
 pub use panic::Panic;
-pub use park::{current, num_goroutine, park, try_current, yield_now, Goroutine};
+pub use park::{current, num_goroutine, park, preempt_point, try_current, yield_now, Goroutine};
 pub use spawn::{spawn, try_spawn, JoinHandle, SpawnBuilder, SpawnError};

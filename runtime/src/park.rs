@@ -75,6 +75,29 @@ pub fn yield_now() {
     }
 }
 
+/// A preemption point for CPU-bound loops: yields if the runtime's monitor (sysmon) has asked
+/// the current goroutine to, because it has held its processor for more than 10 ms; otherwise
+/// returns at once (one relaxed load). Every runtime call that switches goroutines (park,
+/// yield, join) and `spawn` are preemption points too. goro does not preempt by signal:
+/// interrupting Rust code that holds a lock or is inside `malloc` can deadlock.
+///
+/// ```
+/// # extern crate goro_runtime as goro;
+/// goro::run(|| {
+///     let mut x = 0u64;
+///     for i in 0..1_000_000u64 {
+///         x = x.wrapping_mul(31).wrapping_add(i);
+///         goro::preempt_point();
+///     }
+///     std::hint::black_box(x);
+/// });
+/// ```
+pub fn preempt_point() {
+    if crate::sched::take_preempt_request() {
+        yield_now();
+    }
+}
+
 /// Number of goroutines that exist now (spawned and not yet finished), like Go's
 /// `runtime.NumGoroutine`.
 pub fn num_goroutine() -> usize {

@@ -80,7 +80,9 @@ impl SpawnBuilder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        sched::with_runtime(|rt| self.spawn_on(rt, f))
+        let h = sched::with_runtime(|rt| self.spawn_on(rt, f));
+        crate::preempt_point(); // spawn is a preemption point
+        h
     }
 
     /// Spawns on `rt` (what `run` uses for its main goroutine: a `run` holds its runtime).

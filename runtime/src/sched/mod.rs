@@ -14,6 +14,9 @@
 //!   M-local handoff cell, not the stealable `runnext`: the M schedules right after anyway;
 //! - an M with no work sleeps on the global queue's condition variable; injecting wakes it.
 //!
+//! - sysmon ([`sysmon`]) asks a goroutine that has held its P for 10 ms to yield at its next
+//!   preemption point.
+//!
 //! Because goroutines never change thread here, code that keeps a reference into a
 //! thread-local across a park is still correct; the multi-P scheduler must keep it so.
 //!
@@ -26,6 +29,7 @@
 //! else would keep that goroutine's runtime going.
 
 pub(crate) mod runq;
+mod sysmon;
 
 use crate::g::{GRef, Switch};
 use crate::signal::AltStack;
@@ -57,7 +61,10 @@ pub(crate) struct Runtime {
     wake: Condvar,
     stop: AtomicBool,
     pub(crate) config: Config,
+    /// What sysmon sees of each P (one P in this version).
+    ps: Box<[sysmon::PStatus]>,
     m_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    sysmon_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// The running runtime and how many `run` calls use it (`None` users: background runtime).
@@ -138,7 +145,9 @@ impl Runtime {
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             config,
+            ps: (0..1).map(|_| sysmon::PStatus::default()).collect(),
             m_thread: Mutex::new(None),
+            sysmon_thread: Mutex::new(None),
         });
         let rt2 = rt.clone();
         let m = std::thread::Builder::new()
@@ -146,6 +155,12 @@ impl Runtime {
             .spawn(move || m_main(rt2))
             .expect("goro: cannot start the scheduler thread");
         *rt.m_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+        let rt3 = rt.clone();
+        let mon = std::thread::Builder::new()
+            .name(format!("{}-sysmon", rt.config.thread_name))
+            .spawn(move || sysmon::run(&rt3))
+            .expect("goro: cannot start the sysmon thread");
+        *rt.sysmon_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(mon);
         rt
     }
 
@@ -201,6 +216,16 @@ impl Drop for Entered {
         if let Some(m) = m {
             let _ = m.join();
         }
+        let mon = self
+            .rt
+            .sysmon_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mon) = mon {
+            mon.thread().unpark();
+            let _ = mon.join();
+        }
     }
 }
 
@@ -213,8 +238,6 @@ pub(crate) struct P {
     /// a token arriving at `commit_park`). The M schedules again right after, so no thief could
     /// help it sooner: it skips `runnext` and its atomic swaps, and runs next.
     handoff: Cell<Option<GRef>>,
-    /// A goroutine is running on this P (as opposed to the M's own scheduling code).
-    running: Cell<bool>,
     tick: Cell<u32>,
 }
 
@@ -225,8 +248,12 @@ const GLOBAL_CHECK_TICKS: u32 = 61;
 impl P {
     /// Queues `g` to run next; the previous `runnext` moves to the ring's tail. Called by the
     /// M between goroutines, it uses the handoff cell instead.
+    fn status(&self) -> &sysmon::PStatus {
+        &self.rt.ps[0]
+    }
+
     fn push_next(&self, g: GRef) {
-        if !self.running.get() {
+        if !self.status().running() {
             if let Some(old) = self.handoff.replace(Some(g)) {
                 self.push_tail(old);
             }
@@ -277,6 +304,18 @@ impl P {
     }
 }
 
+/// Whether sysmon asked the goroutine running on this thread's P to yield; clears the request.
+pub(crate) fn take_preempt_request() -> bool {
+    let p = tls::current_p();
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: see `runtime_or_start`: the P outlives every goroutine run on its M.
+    let st = unsafe { (*p).status() };
+    // A plain load first: this is called in CPU loops, and a request is rare.
+    st.preempt.load(Ordering::Relaxed) && st.running() && st.preempt.swap(false, Ordering::Relaxed)
+}
+
 /// Makes a runnable G eligible to run: on this M's P if called on an M, else globally.
 pub(crate) fn ready(g: GRef) {
     let p = tls::current_p();
@@ -312,7 +351,6 @@ fn m_main(rt: Arc<Runtime>) {
         rt: rt.clone(),
         runq: RunQueue::new(),
         handoff: Cell::new(None),
-        running: Cell::new(false),
         tick: Cell::new(0),
     };
     tls::set_current_p(&p);
@@ -340,10 +378,16 @@ fn m_main(rt: Arc<Runtime>) {
 fn execute(p: &P, g: GRef) {
     g.transition_to_running();
     tls::set_current_g(Some(&g));
-    p.running.set(true);
+    let st = p.status();
+    // One writer (this M): plain stores. A preemption request was for the previous goroutine.
+    if st.preempt.load(Ordering::Relaxed) {
+        st.preempt.store(false, Ordering::Relaxed);
+    }
+    let tick = p.tick.get().wrapping_mul(2);
+    st.schedtick.store(tick | 1, Ordering::Relaxed);
     // SAFETY: we just moved the G to RUNNING, which makes this M the owner of its coroutine.
     let r = unsafe { g.resume() };
-    p.running.set(false);
+    st.schedtick.store(tick, Ordering::Relaxed);
     tls::set_current_g(None);
     match r {
         corosensei::CoroutineResult::Yield(Switch::Yield) => {

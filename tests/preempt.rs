@@ -1,0 +1,58 @@
+//! With one processor (this version has one), a CPU-bound goroutine that calls
+//! `goro::preempt_point()` must not starve others: sysmon asks it to yield after 10 ms.
+//! Alone in its binary: the hog holds the runtime's only scheduler thread.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+#[test]
+fn cpu_loop_with_preempt_point_does_not_starve_ping_pong() {
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let r = goro::run(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let s2 = stop.clone();
+            let hog = goro::spawn(move || {
+                let mut spins = 0u64;
+                while !s2.load(Ordering::Relaxed) {
+                    spins = spins.wrapping_add(1);
+                    goro::preempt_point();
+                }
+                spins
+            });
+            goro::yield_now(); // the hog now holds the only P
+                               // Ping-pong by park/unpark, 1,000 round trips.
+            let n = 1_000;
+            let turn = Arc::new(AtomicUsize::new(0));
+            let t2 = turn.clone();
+            let main_g = goro::current();
+            let pong = goro::spawn(move || {
+                for i in 0..n {
+                    while t2.load(Ordering::Acquire) != 2 * i + 1 {
+                        goro::park();
+                    }
+                    t2.store(2 * i + 2, Ordering::Release);
+                    main_g.unpark();
+                }
+            });
+            let peer = pong.goroutine();
+            for i in 0..n {
+                turn.store(2 * i + 1, Ordering::Release);
+                peer.unpark();
+                while turn.load(Ordering::Acquire) != 2 * i + 2 {
+                    goro::park();
+                }
+            }
+            pong.join().unwrap();
+            stop.store(true, Ordering::Relaxed);
+            hog.join().unwrap()
+        });
+        let _ = done_tx.send(r);
+    });
+    // Without preemption the hog never yields and this times out instead of hanging.
+    let spins = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("ping-pong starved by a CPU loop that calls preempt_point");
+    assert!(spins > 0);
+}
