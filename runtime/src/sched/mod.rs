@@ -82,17 +82,24 @@ fn current() -> std::sync::MutexGuard<'static, Current> {
     CURRENT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs `f` with this thread's P: `Some` on an M (in its scheduling code or in a goroutine it
+/// runs), `None` on any other thread. `f` must not switch goroutines (it could resume on
+/// another M); none of the callers does.
+fn with_p<R>(f: impl FnOnce(Option<&P>) -> R) -> R {
+    let p = tls::current_p();
+    // SAFETY: a non-null CURRENT_P points at the P in `m_main`'s frame on this thread; it is
+    // set after the P is made and cleared before it is dropped, so it is alive for the whole
+    // call (`f` runs on this thread and does not switch away).
+    f(unsafe { p.as_ref() })
+}
+
 /// Runs `f` with the runtime a goroutine or plain thread should use, starting a background one
 /// if none runs. On an M this takes no reference count.
 pub(crate) fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> R {
-    let p = tls::current_p();
-    if !p.is_null() {
-        // SAFETY: a non-null CURRENT_P points at the P on this M's stack frame, alive while
-        // the M runs goroutines (the only time this thread can be here with it set); `f` does
-        // not switch goroutines, so it finishes on this M.
-        return f(unsafe { &(*p).rt });
-    }
-    f(&runtime_or_start())
+    with_p(|p| match p {
+        Some(p) => f(&p.rt),
+        None => f(&runtime_or_start()),
+    })
 }
 
 /// The runtime for a goroutine spawned from a plain thread. Such a goroutine has no `run` to
@@ -306,24 +313,28 @@ impl P {
 
 /// Whether sysmon asked the goroutine running on this thread's P to yield; clears the request.
 pub(crate) fn take_preempt_request() -> bool {
-    let p = tls::current_p();
-    if p.is_null() {
-        return false;
-    }
-    // SAFETY: see `runtime_or_start`: the P outlives every goroutine run on its M.
-    let st = unsafe { (*p).status() };
-    // A plain load first: this is called in CPU loops, and a request is rare.
-    st.preempt.load(Ordering::Relaxed) && st.running() && st.preempt.swap(false, Ordering::Relaxed)
+    with_p(|p| {
+        let Some(st) = p.map(P::status) else {
+            return false;
+        };
+        // A plain load first: this is called in CPU loops, and a request is rare.
+        st.preempt.load(Ordering::Relaxed)
+            && st.running()
+            && st.preempt.swap(false, Ordering::Relaxed)
+    })
 }
 
 /// Makes a runnable G eligible to run: on this M's P if called on an M, else globally.
 pub(crate) fn ready(g: GRef) {
-    let p = tls::current_p();
-    if !p.is_null() {
-        // SAFETY: see `runtime_or_start`: the P outlives every goroutine run on its M.
-        unsafe { (*p).push_next(g) };
+    let Some(g) = with_p(|p| match p {
+        Some(p) => {
+            p.push_next(g);
+            None
+        }
+        None => Some(g),
+    }) else {
         return;
-    }
+    };
     let rt = current().rt.clone();
     match rt {
         Some(rt) => rt.inject(g),
@@ -334,14 +345,10 @@ pub(crate) fn ready(g: GRef) {
 
 /// Queues a freshly spawned G on `rt`.
 pub(crate) fn ready_new(rt: &Runtime, g: GRef) {
-    let p = tls::current_p();
-    // SAFETY: see `runtime_or_start`.
-    if !p.is_null() && std::ptr::eq(unsafe { &*(*p).rt }, rt) {
-        // SAFETY: as above.
-        unsafe { (*p).push_next(g) };
-    } else {
-        rt.inject(g);
-    }
+    with_p(|p| match p {
+        Some(p) if std::ptr::eq(&*p.rt, rt) => p.push_next(g),
+        _ => rt.inject(g),
+    })
 }
 
 /// The scheduler loop of an M.
