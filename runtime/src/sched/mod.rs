@@ -63,8 +63,8 @@ pub(crate) struct Runtime {
     pub(crate) config: Config,
     /// What sysmon sees of each P (one P in this version).
     ps: Box<[sysmon::PStatus]>,
-    m_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    sysmon_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The runtime's own threads (the M, sysmon), joined when it stops.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// The running runtime and how many `run` calls use it (`None` users: background runtime).
@@ -153,21 +153,19 @@ impl Runtime {
             stop: AtomicBool::new(false),
             config,
             ps: (0..1).map(|_| sysmon::PStatus::default()).collect(),
-            m_thread: Mutex::new(None),
-            sysmon_thread: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
         });
         let rt2 = rt.clone();
         let m = std::thread::Builder::new()
             .name(format!("{}-m0", rt.config.thread_name))
             .spawn(move || m_main(rt2))
             .expect("goro: cannot start the scheduler thread");
-        *rt.m_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
         let rt3 = rt.clone();
         let mon = std::thread::Builder::new()
             .name(format!("{}-sysmon", rt.config.thread_name))
             .spawn(move || sysmon::run(&rt3))
             .expect("goro: cannot start the sysmon thread");
-        *rt.sysmon_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(mon);
+        *rt.threads.lock().unwrap_or_else(|e| e.into_inner()) = vec![m, mon];
         rt
     }
 
@@ -214,24 +212,11 @@ impl Drop for Entered {
             gq.m_idle = false;
             self.rt.wake.notify_all();
         }
-        let m = self
-            .rt
-            .m_thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(m) = m {
-            let _ = m.join();
-        }
-        let mon = self
-            .rt
-            .sysmon_thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(mon) = mon {
-            mon.thread().unpark();
-            let _ = mon.join();
+        let threads =
+            std::mem::take(&mut *self.rt.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            t.thread().unpark(); // sysmon sleeps in park_timeout; the M wakes on `wake`
+            let _ = t.join();
         }
     }
 }
