@@ -1,10 +1,12 @@
 //! Goroutine-local storage: `goroutine_local!`, like `thread_local!` but per goroutine.
 //!
 //! Each goroutine's G holds, created on first use, a small map from a key's address (each
-//! `goroutine_local!` static is one key) to its boxed value. Only the goroutine itself touches
-//! its map, so there is no synchronisation. Values are boxed so that a `with` nested inside
-//! another (which may add an entry and move the map's vector) never moves a value someone holds
-//! a reference to; entries are never removed while the goroutine runs.
+//! `goroutine_local!` static is one key) to its value. Only the goroutine itself touches its
+//! map, so there is no synchronisation. Each value is its own heap allocation, held as a raw
+//! pointer (from `Box::into_raw`): a `with` nested inside another may add an entry and move the
+//! map's vector, and moving a `Box` would assert unique access to a value the outer `with`
+//! still lends out; moving a raw pointer asserts nothing. Entries are never removed while the
+//! goroutine runs.
 //!
 //! Lifetime: a value is created lazily on a goroutine's first `with`, and dropped *inside* the
 //! goroutine when it returns (after its function, before its result is published), so its
@@ -26,10 +28,28 @@ use std::cell::UnsafeCell;
 /// Drop rounds at goroutine exit before values re-created by destructors are leaked.
 const DTOR_ROUNDS: usize = 4;
 
-/// One goroutine's (or plain thread's) values, keyed by the address of their key.
+/// One goroutine's (or plain thread's) values, keyed by the address of their key. Each value
+/// pointer comes from `Box::into_raw` and is owned by the map.
 #[derive(Default)]
 pub(crate) struct LocalMap {
-    entries: Vec<(usize, Box<dyn Any>)>,
+    entries: Vec<(usize, *mut dyn Any)>,
+}
+
+impl LocalMap {
+    /// Takes the values out, as boxes, leaving the map empty.
+    fn take_values(&mut self) -> Vec<Box<dyn Any>> {
+        std::mem::take(&mut self.entries)
+            .into_iter()
+            // SAFETY: each pointer came from `Box::into_raw` and leaves the map here, once.
+            .map(|(_, v)| unsafe { Box::from_raw(v) })
+            .collect()
+    }
+}
+
+impl Drop for LocalMap {
+    fn drop(&mut self) {
+        drop(self.take_values());
+    }
 }
 
 /// A goroutine-local key, made by [`goroutine_local!`](crate::goroutine_local).
@@ -51,27 +71,33 @@ impl<T: 'static> GoroutineLocalKey<T> {
             // SAFETY: the map belongs to the running goroutine (or this thread) and no
             // reference into the vector itself outlives this block.
             let map = unsafe { &mut *map };
-            if let Some((_, v)) = map.entries.iter().find(|(k, _)| *k == key) {
-                return v.downcast_ref::<T>().expect("one type per key") as *const T;
+            match map.entries.iter().find(|(k, _)| *k == key) {
+                // One key, one type: each key is a `static` with its own address, and its entry
+                // was made by its own `with` as a `T`.
+                Some(&(_, v)) => {
+                    // SAFETY: `v` is a live value owned by the map (never freed while running).
+                    debug_assert!(unsafe { (*v).is::<T>() });
+                    v.cast::<T>() as *const T
+                }
+                None => std::ptr::null(),
             }
-            std::ptr::null()
         });
         let value = if value.is_null() {
             // Initialise outside any borrow of the map: the initialiser may use other keys.
-            let boxed: Box<dyn Any> = Box::new((self.init)());
+            let raw: *mut dyn Any = Box::into_raw(Box::new((self.init)()) as Box<dyn Any>);
             with_map(|map| {
                 // SAFETY: as above.
                 let map = unsafe { &mut *map };
-                let p = boxed.downcast_ref::<T>().expect("just made") as *const T;
-                map.entries.push((key, boxed));
-                p
+                map.entries.push((key, raw));
+                raw.cast::<T>() as *const T
             })
         } else {
             value
         };
-        // SAFETY: the value is boxed in the current goroutine's (or thread's) map, which never
-        // removes entries while the goroutine runs: the box stays put while `f` runs, even if
-        // `f` adds entries. Only shared references to it are ever handed out.
+        // SAFETY: the value is a heap allocation owned by the current goroutine's (or thread's)
+        // map, which never frees entries while the goroutine runs: it stays put while `f`
+        // runs, even if `f` adds entries (only the pointers move). Only shared references to
+        // it are ever handed out.
         f(unsafe { &*value })
     }
 }
@@ -105,10 +131,10 @@ pub(crate) fn drop_goroutine_locals(
     for _ in 0..DTOR_ROUNDS {
         // SAFETY: called by the goroutine itself as it exits: no other user of `locals`, and no
         // reference into the map is live (no `with` is running).
-        let Some(map) = (unsafe { (*slot.get()).take() }) else {
+        let Some(mut map) = (unsafe { (*slot.get()).take() }) else {
             return first_panic;
         };
-        for (_, v) in map.entries {
+        for v in map.take_values() {
             if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(v))) {
                 first_panic.get_or_insert(p);
             }
