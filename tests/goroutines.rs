@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 #[test]
 fn spawn_join_values() {
     let r = goro::run(|| {
@@ -126,30 +128,7 @@ fn park_outside_goroutine_is_thread_park() {
 #[test]
 fn wakeups_between_goroutines_never_lost() {
     // Ping-pong by park/unpark, 20,000 rounds, with a counter checked on both sides.
-    goro::run(|| {
-        let n = 20_000;
-        let turn = Arc::new(AtomicUsize::new(0));
-        let main_g = goro::current();
-        let t2 = turn.clone();
-        let h = goro::spawn(move || {
-            for i in 0..n {
-                while t2.load(Ordering::Acquire) != 2 * i + 1 {
-                    goro::park();
-                }
-                t2.store(2 * i + 2, Ordering::Release);
-                main_g.unpark();
-            }
-        });
-        let peer = h.goroutine();
-        for i in 0..n {
-            turn.store(2 * i + 1, Ordering::Release);
-            peer.unpark();
-            while turn.load(Ordering::Acquire) != 2 * i + 2 {
-                goro::park();
-            }
-        }
-        h.join().unwrap();
-    });
+    goro::run(|| common::park_ping_pong(20_000));
 }
 
 #[test]

@@ -2,9 +2,11 @@
 //! `goro::preempt_point()` must not starve others: sysmon asks it to yield after 10 ms.
 //! Alone in its binary: the hog holds the runtime's only scheduler thread.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
+
+mod common;
 
 #[test]
 fn cpu_loop_with_preempt_point_does_not_starve_ping_pong() {
@@ -22,29 +24,7 @@ fn cpu_loop_with_preempt_point_does_not_starve_ping_pong() {
                 spins
             });
             goro::yield_now(); // the hog now holds the only P
-                               // Ping-pong by park/unpark, 1,000 round trips.
-            let n = 1_000;
-            let turn = Arc::new(AtomicUsize::new(0));
-            let t2 = turn.clone();
-            let main_g = goro::current();
-            let pong = goro::spawn(move || {
-                for i in 0..n {
-                    while t2.load(Ordering::Acquire) != 2 * i + 1 {
-                        goro::park();
-                    }
-                    t2.store(2 * i + 2, Ordering::Release);
-                    main_g.unpark();
-                }
-            });
-            let peer = pong.goroutine();
-            for i in 0..n {
-                turn.store(2 * i + 1, Ordering::Release);
-                peer.unpark();
-                while turn.load(Ordering::Acquire) != 2 * i + 2 {
-                    goro::park();
-                }
-            }
-            pong.join().unwrap();
+            common::park_ping_pong(1_000); // must not starve behind the hog
             stop.store(true, Ordering::Relaxed);
             hog.join().unwrap()
         });
