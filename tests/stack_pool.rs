@@ -27,7 +27,8 @@ fn deep_goroutine() -> bool {
 
 #[test]
 fn deep_pages_of_cached_slots_are_released_and_slots_reused() {
-    goro::run(|| {
+    // One P: each M keeps its own thread cache of slots, and the bound below counts one.
+    goro::Builder::new().max_procs(1).run(|| {
         let base = goro::stack::stats().committed_bytes;
         // 1,000 goroutines alive at once (so 1,000 distinct slots), each committing ~100 KiB:
         // ~100 MiB, far beyond what one thread's cache keeps.

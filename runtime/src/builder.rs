@@ -7,7 +7,6 @@ use crate::stack::DEFAULT_STACK_SIZE;
 #[derive(Debug, Clone)]
 pub struct Builder {
     config: Config,
-    max_procs: Option<usize>,
 }
 
 impl Default for Builder {
@@ -22,8 +21,8 @@ impl Builder {
             config: Config {
                 stack_size: DEFAULT_STACK_SIZE,
                 thread_name: "goro".into(),
+                max_procs: None,
             },
-            max_procs: None,
         }
     }
 
@@ -40,10 +39,12 @@ impl Builder {
         self
     }
 
-    /// Number of processors (Go's `GOMAXPROCS`). Recorded for the multi-processor scheduler;
-    /// this version runs one processor whatever the value.
+    /// Number of processors: how many goroutines run in parallel (Go's `GOMAXPROCS`,
+    /// clamped to 1..=1024). The `GOMAXPROCS` environment variable, when set to a positive
+    /// integer, overrides this; the default is the number of CPUs the process may use (its
+    /// affinity mask and cgroup CPU quota). [`crate::runtime::set_max_procs`] changes it later.
     pub fn max_procs(mut self, n: usize) -> Builder {
-        self.max_procs = Some(n.max(1));
+        self.config.max_procs = Some(n.max(1));
         self
     }
 

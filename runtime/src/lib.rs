@@ -3,7 +3,9 @@
 //! Module map (each file opens with the design of what it owns):
 //! - [`stack`]: slots of reserved memory that grow by page faults and never move;
 //! - `g`: the goroutine descriptor and its state word (park/unpark protocol);
-//! - `sched`: Ms running Ps' run queues, runtime start and stop;
+//! - `sched`: the G/M/P scheduler (Ms running Ps' run queues, stealing, sysmon, `blocking`,
+//!   migration safety), runtime start and stop;
+//! - [`runtime`]: run-time controls and scheduler statistics (`set_max_procs`, ...);
 //! - `signal`: the guard-page fault handler (`fatal error: stack overflow ...`);
 //! - `tls`: the runtime's thread-locals, behind `#[inline(never)]` accessors;
 //! - `live`: the per-thread live-goroutine counters behind `num_goroutine`;
@@ -18,6 +20,7 @@ mod local;
 mod loom;
 mod panic;
 mod park;
+pub mod runtime;
 mod sched;
 mod signal;
 mod spawn;
@@ -28,4 +31,5 @@ pub use builder::{run, Builder};
 pub use local::GoroutineLocalKey;
 pub use panic::Panic;
 pub use park::{current, num_goroutine, park, preempt_point, try_current, yield_now, Goroutine};
+pub use sched::blocking;
 pub use spawn::{spawn, try_spawn, JoinHandle, SpawnBuilder, SpawnError};

@@ -7,7 +7,7 @@
 //! makes the call. No accessor hands out a reference that outlives the call.
 
 use crate::g::{GRef, G};
-use crate::sched::P;
+use crate::sched::{M, P};
 use std::cell::Cell;
 use std::ptr::{self, NonNull};
 
@@ -16,8 +16,11 @@ type GPtr = Option<NonNull<G>>;
 thread_local! {
     /// The goroutine this thread is running, set by its M around each resume.
     static CURRENT_G: Cell<GPtr> = const { Cell::new(None) };
-    /// The P of this thread's M (null on threads that are not Ms).
+    /// The P this thread's M holds (null on threads that are not Ms, and on an M without a
+    /// P: idle, or inside `goro::blocking`).
     static CURRENT_P: Cell<*const P> = const { Cell::new(ptr::null()) };
+    /// This thread's M (null on threads that are not Ms).
+    static CURRENT_M: Cell<*const M> = const { Cell::new(ptr::null()) };
 }
 
 /// The running goroutine, or `None` on a plain thread (or on an M between goroutines).
@@ -67,4 +70,30 @@ pub(crate) fn current_p() -> *const P {
 #[inline(never)]
 pub(crate) fn set_current_p(p: *const P) {
     let _ = CURRENT_P.try_with(|c| c.set(p));
+}
+
+/// This thread's M and the P it holds (either may be null), read together.
+#[inline(never)]
+pub(crate) fn current_mp() -> (*const M, *const P) {
+    (
+        CURRENT_M.try_with(|c| c.get()).unwrap_or(ptr::null()),
+        CURRENT_P.try_with(|c| c.get()).unwrap_or(ptr::null()),
+    )
+}
+
+#[inline(never)]
+pub(crate) fn set_current_m(m: *const M) {
+    let _ = CURRENT_M.try_with(|c| c.set(m));
+}
+
+/// Takes the running goroutine out of this thread's state (for `goro::blocking`, whose closure
+/// runs as plain-thread code), returning it for [`restore_current_g`].
+#[inline(never)]
+pub(crate) fn take_current_g() -> GPtr {
+    CURRENT_G.try_with(|c| c.replace(None)).ok().flatten()
+}
+
+#[inline(never)]
+pub(crate) fn restore_current_g(g: GPtr) {
+    let _ = CURRENT_G.try_with(|c| c.set(g));
 }

@@ -60,6 +60,9 @@ pub(crate) const STATUS_MASK: u32 = 0b111;
 pub(crate) const NOTIFIED: u32 = 1 << 3;
 pub(crate) const SCAN: u32 = 1 << 4;
 
+/// `G::last_m` of a goroutine that never ran.
+pub(crate) const NO_M: usize = usize::MAX;
+
 /// Join state bits.
 const COMPLETE: u8 = 1;
 const WAITER: u8 = 2;
@@ -115,6 +118,9 @@ pub(crate) struct G {
     /// The scheduling reference while WAITING (see the module comment): written by the M
     /// before it commits the park, taken by the unparker that moves the G to RUNNABLE.
     parked_ref: UnsafeCell<Option<GRef>>,
+    /// The M that last ran this goroutine (`NO_M` before its first run): written by that M
+    /// after each switch-out, read by the next M to run it (`sched/pin.rs`).
+    last_m: AtomicUsize,
     /// Goroutine-local values (`crate::local`), created on first use; only the goroutine
     /// itself touches them.
     pub(crate) locals: UnsafeCell<Option<Box<crate::local::LocalMap>>>,
@@ -168,6 +174,7 @@ impl G {
             yielder: UnsafeCell::new(std::ptr::null()),
             waiter: UnsafeCell::new(None),
             parked_ref: UnsafeCell::new(None),
+            last_m: AtomicUsize::new(NO_M),
             locals: UnsafeCell::new(None),
             refs: AtomicUsize::new(1),
             destroy,
@@ -270,6 +277,24 @@ impl G {
         self.state.store(DEAD, Ordering::Release);
     }
 
+    /// Relaxed: the run queue or state-word hand-off that gave the G to its next M orders it.
+    pub(crate) fn last_m(&self) -> usize {
+        self.last_m.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_last_m(&self, m: usize) {
+        self.last_m.store(m, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The parked stack's extent for a scan: the stack pointer recorded at the last switch-out
+    /// and the slot's top. Meaningful only while the caller owns the G (not running).
+    pub(crate) fn parked_stack(&self) -> (usize, usize) {
+        (
+            self.saved_sp.load(std::sync::atomic::Ordering::Relaxed),
+            self.stack_lo + self.stack_size,
+        )
+    }
+
     pub(crate) fn is_complete(&self) -> bool {
         self.join.load(Ordering::Acquire) & COMPLETE != 0
     }
@@ -338,11 +363,22 @@ mod live {
 
     /// Switches from the running goroutine `g` back to its M.
     pub(crate) fn switch_out(g: &G, why: Switch) {
-        g.saved_sp
-            .store(approx_sp(), std::sync::atomic::Ordering::Relaxed);
         // SAFETY: `yielder` was set when this goroutine started, and we are that goroutine
         // (only the running goroutine calls `switch_out` on its own G).
         let yielder = unsafe { &**g.yielder.get() };
+        suspend_recording_sp(yielder, &g.saved_sp, why);
+    }
+
+    /// Records the stack pointer, then suspends. Every switch-out goes through this one
+    /// function, so the depth of the frames below the recorded pointer is the same each time;
+    /// `sched/pin.rs` measures it once with a probe coroutine.
+    #[inline(never)]
+    pub(crate) fn suspend_recording_sp(
+        yielder: &Yielder<(), Switch>,
+        sp: &std::sync::atomic::AtomicUsize,
+        why: Switch,
+    ) {
+        sp.store(approx_sp(), std::sync::atomic::Ordering::Relaxed);
         yielder.suspend(why);
     }
 

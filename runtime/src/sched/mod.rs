@@ -1,69 +1,116 @@
-//! The scheduler: Ms (OS threads) running Ps' queues of Gs, and the runtime's life cycle.
+//! The scheduler's shape and the runtime's life cycle: Go's G/M/P model (`runtime/proc.go`).
 //!
-//! This scheduler runs **one P on one M**: every goroutine runs on the runtime's one
-//! scheduler thread, readied goroutines from other threads arrive through the global queue.
-//! It already has the G/M/P shape the work-stealing scheduler fills in:
-//! - a [`P`] owns a [`RunQueue`](runq::RunQueue): Go's 256-slot lock-free ring with a `runnext`
-//!   slot (a goroutine readied by the running one runs next: spawn and unpark hand over the rest
-//!   of the time slice, like Go's `runqput(.., next=true)`) and steal-half; when the ring is
-//!   full, half of it moves to the global queue in one batch;
-//! - the [`Runtime`] owns the global queue, fed by threads that are not Ms, by a full ring's
-//!   overflow, and by `yield_now` while it has work (Go's `Gosched`, so a yielding loop cannot
-//!   starve it); a P also checks it every 61st schedule (Go's `schedtick%61`);
-//! - goroutines the M itself readies between goroutines (a joiner woken by `finish`) go to an
-//!   M-local handoff cell, not the stealable `runnext`: the M schedules right after anyway;
-//! - an M with no work sleeps on the global queue's condition variable; injecting wakes it.
+//! - A **P** ([`P`], `p.rs`) is the right to run goroutines: it owns a 256-slot lock-free run
+//!   queue plus a `runnext` slot. There are `GOMAXPROCS` of them (the env var, else
+//!   `Builder::max_procs`, else the CPUs this process may use: `num_cpus` honours the affinity
+//!   mask and the cgroup quota); [`set_max_procs`] changes the count at run time.
+//! - An **M** ([`M`], `m.rs`) is an OS thread running the scheduler loop on its own stack; it
+//!   needs a P to run goroutines. Ms are created on demand and never exit before shutdown; an
+//!   M with nothing to do puts its P on the idle list and sleeps on its own condition variable
+//!   until another thread hands it a P (`startm`/`stopm`).
+//! - The **global queue** takes goroutines readied by threads that are not Ms, the overflow
+//!   of a full local ring (half of it, in one batch), goroutines that yield while it has work
+//!   (Go's `Gosched`), and those whose M lost its P in a blocking call. A P looks at it every
+//!   61st schedule, so it cannot starve.
+//! - **Stealing and spinning**: an M that runs out of work becomes *spinning* (at most half
+//!   of the busy Ps' worth of Ms spin at once) and steals half of a random victim's ring;
+//!   readying a goroutine wakes an idle P's M only when no M is spinning (`wakep`). An M that
+//!   stops spinning after finding work wakes the next spinner. The protocol and its lost
+//!   wake-up argument are in `m.rs`.
+//! - **sysmon** (`sysmon.rs`) asks long-running goroutines to yield at their next preemption
+//!   point, retakes the P of an M stuck in [`blocking`] when other work waits, wakes an idle P
+//!   when a busy P's queue is not moving, and prints `GORO_DEBUG=schedtrace=<ms>` lines.
+//! - **Migration safety** (`pin.rs`): a goroutine about to run on another M than last time
+//!   has its parked stack scanned for addresses inside the old M's thread-local block; if it
+//!   holds one it is sent back to that M.
 //!
-//! - sysmon ([`sysmon`]) asks a goroutine that has held its P for 10 ms to yield at its next
-//!   preemption point.
-//!
-//! Because goroutines never change thread here, code that keeps a reference into a
-//! thread-local across a park is still correct; the multi-P scheduler must keep it so.
+//! The state shared by all Ms lives in [`Runtime`]; the parts that must change together (the
+//! global queue, the idle P and M lists) are under one lock, Go's `sched.lock`. Counters that
+//! the hot path reads without the lock (`npidle`, `nmspinning`, `global_len`) are written
+//! under it, or by the compare-and-swap protocol in `m.rs`.
 //!
 //! Life cycle: [`Runtime::enter`] starts a runtime if none is running (the first `run`, or the
 //! first `spawn` from a plain thread, which starts a background runtime that lives until the
 //! process exits). `run` holds a user count; the last `run` to return stops the runtime it
-//! started: its M exits and goroutines still parked or queued are left as they are (like Go's
-//! at the end of `main`, they never run again; their slots are not reused). A `spawn` from a
-//! plain thread while a `run` owns the runtime makes it the background runtime, since nothing
-//! else would keep that goroutine's runtime going.
+//! started: every M finishes the goroutine it is running (a goroutine in a CPU loop without
+//! preemption points, or in a long `blocking` call, delays this, like a tokio task that never
+//! yields), the threads are joined, and goroutines still queued or parked are never run again
+//! (see `G`'s `Drop`). A `spawn` from a plain thread while a `run` owns the runtime makes it
+//! the background runtime, since nothing else would keep that goroutine's runtime going.
 
+mod blocking;
+mod m;
+mod p;
+mod pin;
 pub(crate) mod runq;
 mod sysmon;
 
-use crate::g::{GRef, Switch};
-use crate::signal::AltStack;
+pub use blocking::blocking;
+pub(crate) use m::M;
+pub(crate) use p::P;
+
+use crate::g::GRef;
 use crate::tls;
-use runq::RunQueue;
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant;
 
-/// Goroutines readied from outside any M, overflowed from a P's ring, or yielding behind it.
-struct GlobalQueue {
-    q: VecDeque<GRef>,
-    /// An M is asleep on `Runtime::wake`.
-    m_idle: bool,
-}
+/// Go's `_MaxGomaxprocs` is 1024 too.
+pub(crate) const MAX_PROCS: usize = 1024;
+/// Go's default `maxmcount`: past this many Ms a runtime stops creating threads.
+pub(crate) const MAX_MS: usize = 10_000;
 
 /// Settings of a runtime (from `goro::Builder`).
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) stack_size: usize,
     pub(crate) thread_name: String,
+    pub(crate) max_procs: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            stack_size: crate::stack::DEFAULT_STACK_SIZE,
+            thread_name: "goro".into(),
+            max_procs: None,
+        }
+    }
+}
+
+/// What the scheduler lock protects.
+pub(crate) struct Sched {
+    global: VecDeque<GRef>,
+    /// Ps with nothing to do (status `P_IDLE`).
+    idle_ps: Vec<usize>,
+    /// Ms asleep in `stopm` waiting to be handed a P.
+    idle_ms: Vec<Arc<M>>,
+    /// Idle Ms holding goroutines pinned to them (see `pin.rs`), waiting for any P.
+    pinned_ms: Vec<Arc<M>>,
 }
 
 pub(crate) struct Runtime {
-    global: Mutex<GlobalQueue>,
-    /// Length of the global queue, written under its lock, read without it (a hint).
+    me: Weak<Runtime>,
+    sched: Mutex<Sched>,
+    /// Length of the global queue, written under the lock, read without it (a hint).
     global_len: AtomicUsize,
-    wake: Condvar,
+    /// `idle_ps.len()`, written under the lock.
+    npidle: AtomicUsize,
+    /// Ms looking for work (see `m.rs`).
+    nmspinning: AtomicUsize,
+    /// `pinned_ms.len()`, written under the lock.
+    npinned: AtomicUsize,
+    gomaxprocs: AtomicUsize,
+    /// Ps by id, created when `gomaxprocs` first reaches them and kept for the runtime's life.
+    allp: Box<[OnceLock<Box<P>>]>,
+    /// Ms by id, append-only (Ms are never freed before the runtime).
+    allm: Box<[OnceLock<Arc<M>>]>,
+    mcount: AtomicUsize,
     stop: AtomicBool,
     pub(crate) config: Config,
-    /// What sysmon sees of each P (one P in this version).
-    ps: Box<[sysmon::PStatus]>,
-    /// The runtime's own threads (the M, sysmon), joined when it stops.
+    started: Instant,
+    /// The runtime's own threads (Ms, sysmon), joined when it stops.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -82,22 +129,37 @@ fn current() -> std::sync::MutexGuard<'static, Current> {
     CURRENT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `f` with this thread's P: `Some` on an M (in its scheduling code or in a goroutine it
-/// runs), `None` on any other thread. `f` must not switch goroutines (it could resume on
+/// Where the calling code runs: on an M (with or without a P), or `None` on any other thread.
+pub(crate) struct Here<'a> {
+    pub(crate) rt: &'a Runtime,
+    pub(crate) m: &'a M,
+    pub(crate) p: Option<&'a P>,
+}
+
+/// Runs `f` with this thread's M and P. `f` must not switch goroutines (it could resume on
 /// another M); none of the callers does.
-fn with_p<R>(f: impl FnOnce(Option<&P>) -> R) -> R {
-    let p = tls::current_p();
-    // SAFETY: a non-null CURRENT_P points at the P in `m_main`'s frame on this thread; it is
-    // set after the P is made and cleared before it is dropped, so it is alive for the whole
-    // call (`f` runs on this thread and does not switch away).
-    f(unsafe { p.as_ref() })
+pub(crate) fn with_here<R>(f: impl FnOnce(Option<Here<'_>>) -> R) -> R {
+    let (m, p) = tls::current_mp();
+    // SAFETY: a non-null CURRENT_M points at the `M` whose `m_main` runs on this thread; it is
+    // set after `m_main` took its `Arc<M>` and cleared before it drops it. `f` runs on this
+    // thread and does not switch away, so the M outlives the call.
+    let m = unsafe { m.as_ref() };
+    let here = m.map(|m| Here {
+        // SAFETY: we are on this M's thread inside its `m_main` (CURRENT_M is set).
+        rt: unsafe { m.runtime() },
+        m,
+        // SAFETY: a non-null CURRENT_P is a P this M owns (set when it acquires one, cleared
+        // when it lets it go); Ps live as long as the runtime, which `m_main` keeps alive.
+        p: unsafe { p.as_ref() },
+    });
+    f(here)
 }
 
 /// Runs `f` with the runtime a goroutine or plain thread should use, starting a background one
 /// if none runs. On an M this takes no reference count.
 pub(crate) fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> R {
-    with_p(|p| match p {
-        Some(p) => f(&p.rt),
+    with_here(|h| match h {
+        Some(h) => f(h.rt),
         None => f(&runtime_or_start()),
     })
 }
@@ -111,10 +173,7 @@ fn runtime_or_start() -> Arc<Runtime> {
         cur.users = None;
         return rt;
     }
-    let rt = Runtime::start(Config {
-        stack_size: crate::stack::DEFAULT_STACK_SIZE,
-        thread_name: "goro".into(),
-    });
+    let rt = Runtime::start(Config::default());
     cur.rt = Some(rt.clone());
     cur.users = None;
     rt
@@ -123,6 +182,17 @@ fn runtime_or_start() -> Arc<Runtime> {
 /// A `run` call's hold on the runtime; the last one stops a runtime that `run` started.
 pub(crate) struct Entered {
     pub(crate) rt: Arc<Runtime>,
+}
+
+/// The number of Ps for a new runtime: `GOMAXPROCS`, else the builder's, else the CPUs.
+fn resolve_procs(configured: Option<usize>) -> usize {
+    if let Ok(v) = std::env::var("GOMAXPROCS") {
+        match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => return n.min(MAX_PROCS),
+            _ => eprintln!("goro: ignoring GOMAXPROCS={v:?}: not a positive integer"),
+        }
+    }
+    configured.unwrap_or_else(num_cpus::get).clamp(1, MAX_PROCS)
 }
 
 impl Runtime {
@@ -143,50 +213,136 @@ impl Runtime {
 
     fn start(config: Config) -> Arc<Runtime> {
         crate::signal::install_handler();
-        let rt = Arc::new(Runtime {
-            global: Mutex::new(GlobalQueue {
-                q: VecDeque::new(),
-                m_idle: false,
+        let procs = resolve_procs(config.max_procs);
+        let rt = Arc::new_cyclic(|me| Runtime {
+            me: me.clone(),
+            sched: Mutex::new(Sched {
+                global: VecDeque::new(),
+                idle_ps: Vec::new(),
+                idle_ms: Vec::new(),
+                pinned_ms: Vec::new(),
             }),
             global_len: AtomicUsize::new(0),
-            wake: Condvar::new(),
+            npidle: AtomicUsize::new(0),
+            nmspinning: AtomicUsize::new(0),
+            npinned: AtomicUsize::new(0),
+            gomaxprocs: AtomicUsize::new(procs),
+            allp: (0..MAX_PROCS).map(|_| OnceLock::new()).collect(),
+            allm: (0..MAX_MS).map(|_| OnceLock::new()).collect(),
+            mcount: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             config,
-            ps: (0..1).map(|_| sysmon::PStatus::default()).collect(),
+            started: Instant::now(),
             threads: Mutex::new(Vec::new()),
         });
+        {
+            let mut s = rt.lock();
+            // P0 goes to the first M; the others wait on the idle list for work.
+            for id in (1..procs).rev() {
+                rt.make_p(id);
+                s.idle_ps.push(id);
+            }
+            rt.npidle.store(procs - 1, Ordering::Relaxed);
+        }
+        let p0 = rt.make_p(0);
+        p0.set_status(p::P_RUNNING);
+        if let Err(e) = m::spawn_m(&rt, Some(0), false) {
+            panic!("goro: cannot start the first scheduler thread: {e}");
+        }
         let rt2 = rt.clone();
-        let m = std::thread::Builder::new()
-            .name(format!("{}-m0", rt.config.thread_name))
-            .spawn(move || m_main(rt2))
-            .expect("goro: cannot start the scheduler thread");
-        let rt3 = rt.clone();
         let mon = std::thread::Builder::new()
             .name(format!("{}-sysmon", rt.config.thread_name))
-            .spawn(move || sysmon::run(&rt3))
+            .spawn(move || sysmon::run(&rt2))
             .expect("goro: cannot start the sysmon thread");
-        *rt.threads.lock().unwrap_or_else(|e| e.into_inner()) = vec![m, mon];
+        rt.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(mon);
         rt
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, GlobalQueue> {
-        self.global.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sched> {
+        self.sched.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a G readied by a thread that is not an M.
+    fn make_p(&self, id: usize) -> &P {
+        self.allp[id].get_or_init(|| Box::new(P::new(id)))
+    }
+
+    /// The P with this id; it must exist (ids below `gomaxprocs` ever reached).
+    fn p(&self, id: usize) -> &P {
+        self.allp[id].get().expect("a P that was never created")
+    }
+
+    fn procs(&self) -> usize {
+        self.gomaxprocs.load(Ordering::Relaxed)
+    }
+
+    /// Queues a G readied by a thread that holds no P.
     pub(crate) fn inject(&self, g: GRef) {
         self.inject_batch(std::iter::once(g));
     }
 
-    /// Queues several Gs under one lock (a P's overflow, or readies from outside).
+    /// Queues several Gs on the global queue under one lock, and wakes an idle P for them.
     fn inject_batch(&self, gs: impl IntoIterator<Item = GRef>) {
-        let mut gq = self.lock();
-        gq.q.extend(gs);
-        self.global_len.store(gq.q.len(), Ordering::Relaxed);
-        if gq.m_idle {
-            gq.m_idle = false;
-            self.wake.notify_one();
+        {
+            let mut s = self.lock();
+            s.global.extend(gs);
+            self.global_len.store(s.global.len(), Ordering::Relaxed);
         }
+        m::wakep(self);
+    }
+
+    /// Takes one G from the global queue to run, and up to `max - 1` more into `p`'s ring
+    /// (Go's `globrunqget`: at most a fair share, `len / gomaxprocs + 1`).
+    fn take_global(&self, p: &P, max: usize) -> Option<GRef> {
+        let mut s = self.lock();
+        self.take_global_locked(&mut s, p, max)
+    }
+
+    fn take_global_locked(&self, s: &mut Sched, p: &P, max: usize) -> Option<GRef> {
+        let first = s.global.pop_front()?;
+        let fair = s.global.len() / self.procs() + 1;
+        let n = s
+            .global
+            .len()
+            .min(max.saturating_sub(1))
+            .min(fair)
+            .min(p.room());
+        p.fill_from(s.global.drain(..n));
+        self.global_len.store(s.global.len(), Ordering::Relaxed);
+        Some(first)
+    }
+
+    /// Changes the number of Ps; returns the previous number. See [`set_max_procs`].
+    fn set_procs(&self, n: usize) -> usize {
+        let n = n.clamp(1, MAX_PROCS);
+        let old;
+        {
+            let mut s = self.lock();
+            old = self.procs();
+            for id in old..n {
+                let p = self.make_p(id);
+                if p.status() == p::P_STOPPED {
+                    p.set_status(p::P_IDLE);
+                    s.idle_ps.push(id);
+                }
+            }
+            // Idle Ps past the new count stop now; running ones when their M next schedules.
+            s.idle_ps.retain(|&id| {
+                let keep = id < n;
+                if !keep {
+                    self.p(id).set_status(p::P_STOPPED);
+                }
+                keep
+            });
+            self.npidle.store(s.idle_ps.len(), Ordering::Relaxed);
+            self.gomaxprocs.store(n, Ordering::Relaxed);
+        }
+        for _ in old..n {
+            m::wakep(self);
+        }
+        old
     }
 }
 
@@ -206,114 +362,50 @@ impl Drop for Entered {
         cur.rt = None;
         cur.users = None;
         drop(cur);
-        self.rt.stop.store(true, Ordering::Release);
-        {
-            let mut gq = self.rt.lock();
-            gq.m_idle = false;
-            self.rt.wake.notify_all();
+        let rt = &self.rt;
+        rt.stop.store(true, Ordering::Release);
+        // Goroutines still running yield at their next preemption point.
+        for p in rt.allp.iter().filter_map(OnceLock::get) {
+            p.preempt.store(true, Ordering::Relaxed);
         }
-        let threads =
-            std::mem::take(&mut *self.rt.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in threads {
-            t.thread().unpark(); // sysmon sleeps in park_timeout; the M wakes on `wake`
-            let _ = t.join();
+        for m in rt.allm.iter().map_while(OnceLock::get) {
+            m.wake_for_stop();
         }
-    }
-}
-
-/// A processor: the right to run goroutines, with its run queue. Its owner-only operations
-/// are called only by its M's thread (goroutines running on that M included).
-pub(crate) struct P {
-    pub(crate) rt: Arc<Runtime>,
-    runq: RunQueue<GRef>,
-    /// A goroutine readied by this M itself between goroutines (the joiner woken by `finish`,
-    /// a token arriving at `commit_park`). The M schedules again right after, so no thief could
-    /// help it sooner: it skips `runnext` and its atomic swaps, and runs next.
-    handoff: Cell<Option<GRef>>,
-    tick: Cell<u32>,
-}
-
-/// How often a P looks at the global queue before its own (Go's `schedtick%61`): a prime, so
-/// it does not fall into step with a program's own periodicity.
-const GLOBAL_CHECK_TICKS: u32 = 61;
-
-impl P {
-    /// Queues `g` to run next; the previous `runnext` moves to the ring's tail. Called by the
-    /// M between goroutines, it uses the handoff cell instead.
-    fn status(&self) -> &sysmon::PStatus {
-        &self.rt.ps[0]
-    }
-
-    fn push_next(&self, g: GRef) {
-        if !self.status().running() {
-            if let Some(old) = self.handoff.replace(Some(g)) {
-                self.push_tail(old);
+        // Ms started while we join (by a goroutine finishing up) are joined too.
+        loop {
+            let threads =
+                std::mem::take(&mut *rt.threads.lock().unwrap_or_else(|e| e.into_inner()));
+            if threads.is_empty() {
+                break;
             }
-            return;
-        }
-        if let Some(batch) = self.runq.push_next(g) {
-            self.rt.inject_batch(batch);
-        }
-    }
-
-    fn push_tail(&self, g: GRef) {
-        if let Some(batch) = self.runq.push(g) {
-            self.rt.inject_batch(batch);
-        }
-    }
-
-    /// Takes one G from the global queue to run, and up to `max - 1` more into the ring.
-    fn take_global(&self, max: usize) -> Option<GRef> {
-        let mut gq = self.rt.lock();
-        let first = gq.q.pop_front()?;
-        let room = (runq::CAP - self.runq.len()) as usize;
-        let n = gq.q.len().min(max.saturating_sub(1)).min(room);
-        for g in gq.q.drain(..n) {
-            // Cannot overflow: at most `room` pushes into the ring, and only we push.
-            let overflow = self.runq.push(g);
-            debug_assert!(overflow.is_none());
-        }
-        self.rt.global_len.store(gq.q.len(), Ordering::Relaxed);
-        Some(first)
-    }
-
-    /// The next G to run, or `None` if there is nothing local or global.
-    fn find_runnable(&self) -> Option<GRef> {
-        let t = self.tick.get().wrapping_add(1);
-        self.tick.set(t);
-        if t.is_multiple_of(GLOBAL_CHECK_TICKS) {
-            if let Some(g) = self.take_global(1) {
-                return Some(g);
+            for t in threads {
+                t.thread().unpark(); // sysmon sleeps in park_timeout
+                let _ = t.join();
             }
         }
-        if let Some(g) = self.handoff.take() {
-            return Some(g);
-        }
-        if let Some(g) = self.runq.pop() {
-            return Some(g);
-        }
-        self.take_global(runq::CAP as usize / 2)
     }
 }
 
 /// Whether sysmon asked the goroutine running on this thread's P to yield; clears the request.
 pub(crate) fn take_preempt_request() -> bool {
-    with_p(|p| {
-        let Some(st) = p.map(P::status) else {
+    with_here(|h| {
+        let Some(p) = h.and_then(|h| h.p) else {
             return false;
         };
         // A plain load first: this is called in CPU loops, and a request is rare.
-        st.preempt.load(Ordering::Relaxed)
-            && st.running()
-            && st.preempt.swap(false, Ordering::Relaxed)
+        p.preempt.load(Ordering::Relaxed) && p.running() && p.preempt.swap(false, Ordering::Relaxed)
     })
 }
 
-/// Makes a runnable G eligible to run: on this M's P if called on an M, else globally.
+/// Makes a runnable G eligible to run: on this M's P if it has one, else globally.
 pub(crate) fn ready(g: GRef) {
-    let Some(g) = with_p(|p| match p {
-        Some(p) => {
-            p.push_next(g);
+    let Some(g) = with_here(|h| match h {
+        Some(Here { rt, p: Some(p), .. }) => {
+            p.push_next(rt, g);
+            None
+        }
+        Some(Here { rt, p: None, .. }) => {
+            rt.inject(g);
             None
         }
         None => Some(g),
@@ -330,77 +422,42 @@ pub(crate) fn ready(g: GRef) {
 
 /// Queues a freshly spawned G on `rt`.
 pub(crate) fn ready_new(rt: &Runtime, g: GRef) {
-    with_p(|p| match p {
-        Some(p) if std::ptr::eq(&*p.rt, rt) => p.push_next(g),
+    with_here(|h| match h {
+        Some(Here {
+            rt: here,
+            p: Some(p),
+            ..
+        }) if std::ptr::eq(here, rt) => p.push_next(rt, g),
         _ => rt.inject(g),
     })
 }
 
-/// The scheduler loop of an M.
-fn m_main(rt: Arc<Runtime>) {
-    let _alt = AltStack::install();
-    let p = P {
-        rt: rt.clone(),
-        runq: RunQueue::new(),
-        handoff: Cell::new(None),
-        tick: Cell::new(0),
-    };
-    tls::set_current_p(&p);
-    while !rt.stop.load(Ordering::Acquire) {
-        let g = match p.find_runnable() {
-            Some(g) => g,
-            None => {
-                let mut gq = rt.lock();
-                while gq.q.is_empty() && !rt.stop.load(Ordering::Acquire) {
-                    gq.m_idle = true;
-                    gq = rt.wake.wait(gq).unwrap_or_else(|e| e.into_inner());
-                }
-                continue;
-            }
-        };
-        execute(&p, g);
-    }
-    tls::set_current_p(std::ptr::null());
-    // Goroutines still queued never run again (see the module comment).
-    drop(p.handoff.take());
-    drop(p);
+/// The runtime `set_max_procs`/`max_procs` talk to: this M's, else the running one.
+fn runtime_in_use<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
+    with_here(|h| match h {
+        Some(h) => Some(f(h.rt)),
+        None => current().rt.clone().map(|rt| f(&rt)),
+    })
 }
 
-/// Runs `g` until it switches out, then files it according to why.
-fn execute(p: &P, g: GRef) {
-    g.transition_to_running();
-    tls::set_current_g(Some(&g));
-    let st = p.status();
-    // One writer (this M): plain stores. A preemption request was for the previous goroutine.
-    if st.preempt.load(Ordering::Relaxed) {
-        st.preempt.store(false, Ordering::Relaxed);
-    }
-    let tick = p.tick.get().wrapping_mul(2);
-    st.schedtick.store(tick | 1, Ordering::Relaxed);
-    // SAFETY: we just moved the G to RUNNING, which makes this M the owner of its coroutine.
-    let r = unsafe { g.resume() };
-    st.schedtick.store(tick, Ordering::Relaxed);
-    tls::set_current_g(None);
-    match r {
-        corosensei::CoroutineResult::Yield(Switch::Yield) => {
-            g.transition_to_runnable();
-            // Like Go's Gosched: behind the global queue when it has work, so a goroutine
-            // yielding in a loop cannot starve goroutines that overflowed there (the P would
-            // otherwise pop it again and reach the global queue only every 61 schedules).
-            if p.rt.global_len.load(Ordering::Relaxed) > 0 {
-                p.rt.inject(g);
-            } else {
-                p.push_tail(g);
-            }
-        }
-        corosensei::CoroutineResult::Yield(Switch::Park) => {
-            // WAITING now, holding its own scheduling reference until an unpark takes it; or a
-            // token arrived while it was switching out and it runs again at once.
-            if let Some(g) = crate::g::commit_park(g) {
-                p.push_next(g);
-            }
-        }
-        // SAFETY: this M ran the G to its return.
-        corosensei::CoroutineResult::Return(()) => unsafe { g.finish() },
+/// Sets the number of processors (Go's `runtime.GOMAXPROCS(n)`) of the running runtime and
+/// returns the previous value; `n` is clamped to 1..=1024. With fewer processors, a processor
+/// past the new count stops when its current goroutine next switches out, and its queue moves
+/// to the global queue. With no runtime running it changes nothing and returns 0 (the count of
+/// the next runtime comes from `GOMAXPROCS`, `Builder::max_procs` or the CPU count).
+pub fn set_max_procs(n: usize) -> usize {
+    runtime_in_use(|rt| rt.set_procs(n)).unwrap_or(0)
+}
+
+/// The running runtime's number of processors (Go's `runtime.GOMAXPROCS(0)`), or 0 if no
+/// runtime is running.
+pub fn max_procs() -> usize {
+    runtime_in_use(Runtime::procs).unwrap_or(0)
+}
+
+pub(crate) fn stats() -> crate::runtime::SchedStats {
+    crate::runtime::SchedStats {
+        migrations: pin::MIGRATED.load(Ordering::Relaxed),
+        pinned: pin::PINNED.load(Ordering::Relaxed),
     }
 }

@@ -164,13 +164,17 @@ impl<T: Thin> RunQueue<T> {
         }
     }
 
+    /// Whether `runnext` holds a goroutine (a snapshot).
+    pub(crate) fn has_next(&self) -> bool {
+        !self.runnext.load(Ordering::Relaxed).is_null()
+    }
+
     /// Any thread: moves half of this queue's ring (rounded up) into `dst`'s ring, whose owner
-    /// must be the caller, and returns one of them to run; takes `runnext` if the ring is empty.
-    /// `dst` must be empty.
-    // Its caller is the work-stealing scheduler (issue 3); with one P there is no one to steal
-    // from yet. Tested by the unit test and the loom models below.
-    #[allow(dead_code)]
-    pub(crate) fn steal_into(&self, dst: &RunQueue<T>) -> Option<T> {
+    /// must be the caller, and returns one of them to run. If the ring is empty and
+    /// `take_next` is set, takes `runnext` instead (Go steals it only on its last attempt:
+    /// the victim is about to run it and would lose its cache-warm hand-off). `dst` must be
+    /// empty.
+    pub(crate) fn steal_into(&self, dst: &RunQueue<T>, take_next: bool) -> Option<T> {
         let dt = dst.tail.load(Ordering::Relaxed); // caller owns `dst`
         debug_assert_eq!(
             dt,
@@ -186,6 +190,9 @@ impl<T: Thin> RunQueue<T> {
             }
             let n = avail - avail / 2;
             if n == 0 {
+                if !take_next || !self.has_next() {
+                    return None;
+                }
                 let next = self.runnext.swap(ptr::null_mut(), Ordering::AcqRel);
                 // SAFETY: taken by our swap; it came from `into_raw`.
                 return (!next.is_null()).then(|| unsafe { T::from_raw(next) });
@@ -260,7 +267,7 @@ mod tests {
         assert_eq!(q.pop().map(|b| *b), Some(CAP as usize / 2), "then FIFO");
         let thief: RunQueue<Box<usize>> = RunQueue::new();
         let left = q.len();
-        let one = q.steal_into(&thief).expect("steals");
+        let one = q.steal_into(&thief, true).expect("steals");
         assert_eq!(
             thief.len() + 1 + q.len(),
             left,
@@ -291,7 +298,7 @@ mod tests {
             let q2 = q.clone();
             let thief = loom::thread::spawn(move || {
                 let mine = RunQueue::<Box<usize>>::new();
-                let got = q2.steal_into(&mine);
+                let got = q2.steal_into(&mine, true);
                 sum(got) + sum(mine.drain())
             });
             let mut total = 0;
@@ -319,7 +326,7 @@ mod tests {
             let q2 = q.clone();
             let thief = loom::thread::spawn(move || {
                 let mine = RunQueue::<Box<usize>>::new();
-                q2.steal_into(&mine).map_or(0, |b| *b)
+                q2.steal_into(&mine, true).map_or(0, |b| *b)
             });
             let own = q.pop().map_or(0, |b| *b);
             let stolen = thief.join().unwrap();

@@ -1,25 +1,31 @@
-//! sysmon: the runtime's monitor thread (Go's `sysmon`), and the per-P status it watches.
+//! sysmon: the runtime's monitor thread (Go's `sysmon`). It holds no P and runs no goroutine.
 //!
-//! What it does now: **preemption requests.** A goroutine that keeps its P for more than
-//! `FORCE_PREEMPT` (10 ms, Go's `forcePreemptNS`) without a schedule gets its P's `preempt`
-//! flag set; the goroutine yields at its next preemption point (`goro::preempt_point()`, and
-//! `spawn`). Like Go's, the check compares the P's schedule counter between rounds
-//! (`schedtick`/`schedwhen`), so the scheduler itself never reads a clock.
+//! Each round, for every P below `gomaxprocs`:
+//! 1. **Preemption request.** A P whose schedule counter has not moved for `FORCE_PREEMPT`
+//!    (10 ms, Go's `forcePreemptNS`) while a goroutine runs gets its `preempt` flag set; the
+//!    goroutine yields at its next preemption point (`goro::preempt_point()`, `spawn`, ...).
+//!    The flag lives in the P, owned by the runtime, never in a G that could be freed. A stale
+//!    request costs one spurious yield of the next goroutine: the M clears it at every
+//!    schedule.
+//! 2. **Starvation.** If such a P has goroutines queued and a P is idle with no M spinning,
+//!    wake it (`wakep`): they get stolen instead of waiting behind a goroutine that does not
+//!    reach a preemption point.
+//! 3. **Retake** (Go's `retake`). A P in `P_SYSCALL` whose `syscalltick` has not moved since
+//!    the previous round (so it has been in one `goro::blocking` call for at least a round,
+//!    20 µs or more) is taken by CAS `P_SYSCALL → P_IDLE` and handed off (`handoffp`) if it has
+//!    queued work, if no P is idle or spinning to pick up new work, or if the call has lasted
+//!    10 ms. Otherwise it is left to its M, whose fast path takes it back with no locking.
 //!
-//! The flag lives in the P's [`PStatus`], owned by the runtime, never in a G: a G may finish
-//! and be freed while sysmon looks at it. A stale request (the goroutine switched out just as
-//! the flag was set) costs one spurious yield of whichever goroutine runs next: the M clears the
-//! flag at every schedule, so that is at most one.
+//! And `GORO_DEBUG=schedtrace=<ms>` prints Go's `SCHED` line every `<ms>` milliseconds.
 //!
 //! Rhythm (Go's): sleep 20 µs; after 50 rounds with nothing to do, double the sleep up to 10 ms.
-//! Shutdown unparks it.
-//!
-//! Not done yet (the multi-P scheduler): retaking the P of an M stuck in a blocking call,
-//! polling the network, and signal-based preemption, which goro will not do (interrupting Rust
-//! code inside `malloc` or holding a std lock can deadlock).
+//! Shutdown unparks it. Signal-based preemption is not done (interrupting Rust code inside
+//! `malloc` or holding a std lock can deadlock).
 
+use super::m::{handoffp, wakep};
+use super::p::{P_RUNNING, P_SYSCALL};
 use super::Runtime;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Time a goroutine may hold its P before sysmon asks it to yield.
@@ -28,40 +34,88 @@ const MIN_SLEEP: Duration = Duration::from_micros(20);
 const MAX_SLEEP: Duration = Duration::from_millis(10);
 const IDLE_ROUNDS: u32 = 50;
 
-/// What sysmon can see of a P. Written by the P's M with plain stores (one writer), read by
-/// sysmon; `preempt` is set by sysmon and cleared by the M or the preempted goroutine.
-#[derive(Default)]
-pub(crate) struct PStatus {
-    /// `2 * schedule count + 1` while a goroutine runs on the P, `2 * count` between
-    /// goroutines: one store each way tells sysmon both that the P moved on and whether it runs.
-    pub(crate) schedtick: AtomicU32,
-    /// sysmon asks the running goroutine to yield at its next preemption point.
-    pub(crate) preempt: AtomicBool,
-}
-
-impl PStatus {
-    pub(crate) fn running(&self) -> bool {
-        self.schedtick.load(Ordering::Relaxed) & 1 == 1
-    }
+/// What sysmon remembers of a P between rounds.
+#[derive(Clone, Copy)]
+struct Seen {
+    schedtick: u32,
+    sched_since: Instant,
+    syscalltick: u32,
+    syscall_since: Instant,
 }
 
 /// sysmon's loop; returns when the runtime stops.
 pub(crate) fn run(rt: &Runtime) {
+    let trace = schedtrace_interval();
+    let mut next_trace = trace.map(|d| Instant::now() + d);
     let mut sleep = MIN_SLEEP;
     let mut idle_rounds = 0;
-    let mut seen: Vec<(u32, Instant)> = rt.ps.iter().map(|_| (0, Instant::now())).collect();
+    let mut seen: Vec<Seen> = Vec::new();
     while !rt.stop.load(Ordering::Acquire) {
-        std::thread::park_timeout(sleep);
+        std::thread::park_timeout(match next_trace {
+            Some(t) => sleep.min(t.saturating_duration_since(Instant::now())),
+            None => sleep,
+        });
         let now = Instant::now();
+        let procs = rt.procs();
+        if seen.len() < procs {
+            seen.resize(
+                procs,
+                Seen {
+                    schedtick: 0,
+                    sched_since: now,
+                    syscalltick: 0,
+                    syscall_since: now,
+                },
+            );
+        }
         let mut acted = false;
-        for (st, (tick, since)) in rt.ps.iter().zip(seen.iter_mut()) {
-            let t = st.schedtick.load(Ordering::Relaxed);
-            if t != *tick || t & 1 == 0 {
-                *tick = t;
-                *since = now;
-            } else if now - *since >= FORCE_PREEMPT && !st.preempt.load(Ordering::Relaxed) {
-                st.preempt.store(true, Ordering::Relaxed);
-                acted = true;
+        for (id, s) in seen.iter_mut().enumerate().take(procs) {
+            let Some(p) = rt.allp[id].get() else { continue };
+            match p.status() {
+                P_RUNNING => {
+                    let t = p.schedtick.load(Ordering::Relaxed);
+                    if t != s.schedtick || t & 1 == 0 {
+                        s.schedtick = t;
+                        s.sched_since = now;
+                    } else if now - s.sched_since >= FORCE_PREEMPT {
+                        if !p.preempt.load(Ordering::Relaxed) {
+                            p.preempt.store(true, Ordering::Relaxed);
+                            acted = true;
+                        }
+                        if p.has_work() && rt.npidle.load(Ordering::Relaxed) > 0 {
+                            wakep(rt);
+                        }
+                    }
+                }
+                P_SYSCALL => {
+                    let t = p.syscalltick.load(Ordering::Relaxed);
+                    if t != s.syscalltick {
+                        s.syscalltick = t;
+                        s.syscall_since = now;
+                        continue;
+                    }
+                    let helpers =
+                        rt.nmspinning.load(Ordering::Relaxed) + rt.npidle.load(Ordering::Relaxed);
+                    let long = now - s.syscall_since >= FORCE_PREEMPT;
+                    if !p.has_work()
+                        && rt.global_len.load(Ordering::Relaxed) == 0
+                        && helpers > 0
+                        && !long
+                    {
+                        continue;
+                    }
+                    if p.cas_status(P_SYSCALL, super::p::P_IDLE) {
+                        handoffp(rt, p);
+                        acted = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let (Some(at), Some(every)) = (next_trace, trace) {
+            if now >= at {
+                eprintln!("{}", schedtrace_line(rt, now - rt.started));
+                next_trace = Some(at + every);
             }
         }
         if acted {
@@ -74,4 +128,50 @@ pub(crate) fn run(rt: &Runtime) {
             }
         }
     }
+}
+
+/// `GORO_DEBUG=schedtrace=<ms>` (comma-separated with other settings, like `GODEBUG`).
+fn schedtrace_interval() -> Option<Duration> {
+    let v = std::env::var("GORO_DEBUG").ok()?;
+    for kv in v.split(',') {
+        if let Some(ms) = kv.trim().strip_prefix("schedtrace=") {
+            match ms.parse::<u64>() {
+                Ok(0) => return None,
+                Ok(ms) => return Some(Duration::from_millis(ms)),
+                Err(_) => eprintln!(
+                    "goro: ignoring GORO_DEBUG schedtrace={ms:?}: not a number of milliseconds"
+                ),
+            }
+        }
+    }
+    None
+}
+
+/// Go's format: `SCHED 1004ms: gomaxprocs=2 idleprocs=0 threads=4 spinningthreads=0
+/// idlethreads=1 runqueue=0 [3 0]` (threads counts the Ms and sysmon).
+pub(crate) fn schedtrace_line(rt: &Runtime, since_start: Duration) -> String {
+    let procs = rt.procs();
+    let (idle_ms, runqueue) = {
+        let s = rt.lock();
+        (s.idle_ms.len() + s.pinned_ms.len(), s.global.len())
+    };
+    let queues: Vec<String> = (0..procs)
+        .map(|id| {
+            rt.allp[id]
+                .get()
+                .map_or(0, |p| p.runq.len() as usize + p.runq.has_next() as usize)
+        })
+        .map(|n| n.to_string())
+        .collect();
+    format!(
+        "SCHED {}ms: gomaxprocs={} idleprocs={} threads={} spinningthreads={} idlethreads={} runqueue={} [{}]",
+        since_start.as_millis(),
+        procs,
+        rt.npidle.load(Ordering::Relaxed),
+        rt.mcount.load(Ordering::Relaxed) + 1,
+        rt.nmspinning.load(Ordering::Relaxed),
+        idle_ms,
+        runqueue,
+        queues.join(" ")
+    )
 }

@@ -1,0 +1,579 @@
+//! `M`: an OS thread running the scheduler loop, and how Ms find work, spin and sleep.
+//!
+//! # The loop (Go's `schedule`/`findrunnable`)
+//! An M holding a P repeats: find a goroutine, run it until it switches out, file it. Finding
+//! one, in order:
+//! 1. goroutines pinned to this M (`pin.rs`), then, every 61st schedule, the global queue;
+//! 2. the P's handoff cell, `runnext`, ring;
+//! 3. the global queue (a fair share of it moves to the ring);
+//! 4. if an idle M waits with pinned goroutines, hand it this P and sleep;
+//! 5. steal: become *spinning* (unless half of the busy Ps' worth of Ms already spin) and try
+//!    every other P four times in random order, taking half its ring (`runnext` too on the
+//!    last try);
+//! 6. give up: under the scheduler lock check the global queue once more, then put the P on
+//!    the idle list. A spinning M then stops spinning and looks at every P's queue once more;
+//!    if one has work it takes an idle P back and starts again. Otherwise it sleeps (`stopm`)
+//!    until `startm` hands it a P.
+//!
+//! # Waking (no lost work, bounded spinning)
+//! Readying a goroutine calls `wakep`: if a P is idle and no M spins, it claims the single
+//! spinning slot (`nmspinning` 0 → 1 by CAS) and `startm` hands an idle P to an idle M (or a
+//! new thread). An M that finds work while spinning stops spinning; if it was the last
+//! spinner it calls `wakep` again, so work that arrives in bursts spreads one M at a time
+//! (Go's "spinning M wakes the next").
+//!
+//! Why no work is lost: a goroutine in the **global queue** is pushed under the scheduler lock,
+//! and an M puts its P on the idle list under the same lock right after checking that queue,
+//! so either it sees the goroutine or the pusher's `wakep` (which runs after unlocking) sees
+//! the idle P. A goroutine in a **local queue** is always run by that queue's own M at the
+//! latest; `wakep` there only adds parallelism. (A spinner that decrements `nmspinning` and
+//! re-checks the queues can, in a store-buffer race, miss a push whose `wakep` read the old
+//! count; that loses parallelism, not the goroutine, and sysmon's starvation check wakes a P
+//! for a queue that stops moving.)
+//!
+//! Rejected: one shared queue with a condition variable (every schedule takes the lock), and
+//! waking an M on every push (a futex wake per spawn; Go's numbers show the spinning scheme is
+//! what makes cross-P spawn cheap).
+
+use super::p::{P, P_IDLE, P_RUNNING, P_STOPPED};
+use super::{pin, runq, Runtime, Sched, MAX_MS};
+use crate::g::{GRef, Switch};
+use crate::signal::AltStack;
+use crate::tls;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Steal attempts over all Ps before giving up (Go's `stealTries`).
+const STEAL_TRIES: usize = 4;
+
+/// What an M asleep in `stopm` is woken with.
+#[derive(Default)]
+struct Wake {
+    /// The P handed over by `startm`, and whether the M starts spinning.
+    next_p: Option<(usize, bool)>,
+}
+
+pub(crate) struct M {
+    pub(crate) id: usize,
+    /// The runtime: valid while this M's thread runs (`m_main` holds an `Arc<Runtime>`), which
+    /// is the only time it is read through `M`.
+    rt: *const Runtime,
+    wake: Mutex<Wake>,
+    cv: Condvar,
+    /// Goroutines that must run on this M (they hold a reference into its thread-locals).
+    inbox: Mutex<VecDeque<GRef>>,
+    pub(crate) inbox_len: AtomicUsize,
+    /// Looking for work (counted in `Runtime::nmspinning`). Only this M writes it.
+    spinning: AtomicBool,
+    /// Inside `goro::blocking`, with the id of the P it left (for exitsyscall and schedtrace).
+    pub(crate) syscall_p: AtomicUsize,
+    /// This thread's static thread-local block, for `pin.rs`: `[lo, hi)`.
+    pub(crate) tls_lo: AtomicUsize,
+    pub(crate) tls_hi: AtomicUsize,
+    rng: AtomicU32,
+}
+
+pub(crate) const NO_P: usize = usize::MAX;
+
+// SAFETY: `rt` is only dereferenced on the M's own thread while `m_main` keeps the runtime
+// alive (see the field); everything else is atomics and mutexes.
+unsafe impl Send for M {}
+// SAFETY: as above.
+unsafe impl Sync for M {}
+
+impl M {
+    /// # Safety
+    /// Only on this M's own thread, while its `m_main` runs (CURRENT_M is set then).
+    pub(crate) unsafe fn runtime(&self) -> &Runtime {
+        // SAFETY: the caller runs inside `m_main`, whose frame owns an `Arc<Runtime>`.
+        unsafe { &*self.rt }
+    }
+
+    fn is_spinning(&self) -> bool {
+        self.spinning.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn wake_for_stop(&self) {
+        let _w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        self.cv.notify_all();
+    }
+
+    fn hand(&self, pid: usize, spinning: bool) {
+        let mut w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        debug_assert!(w.next_p.is_none());
+        w.next_p = Some((pid, spinning));
+        self.cv.notify_one();
+    }
+
+    /// Wakes this sleeping M (taken off an idle list by the caller) with P `pid`.
+    pub(crate) fn hand_p(&self, pid: usize) {
+        self.hand(pid, false);
+    }
+
+    pub(crate) fn push_inbox(&self, g: GRef) {
+        let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        q.push_back(g);
+        self.inbox_len.store(q.len(), Ordering::Release);
+    }
+
+    fn pop_inbox(&self) -> Option<GRef> {
+        let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        let g = q.pop_front();
+        self.inbox_len.store(q.len(), Ordering::Release);
+        g
+    }
+
+    fn rand(&self) -> u32 {
+        // xorshift32; only this M calls it.
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.store(x, Ordering::Relaxed);
+        x
+    }
+}
+
+impl Runtime {
+    pub(crate) fn m_by_id(&self, id: usize) -> Option<&Arc<M>> {
+        self.allm.get(id).and_then(|m| m.get())
+    }
+}
+
+/// Starts a new M thread, handed P `pid` (or none: it goes straight to sleep).
+pub(crate) fn spawn_m(rt: &Runtime, pid: Option<usize>, spinning: bool) -> std::io::Result<()> {
+    let Some(arc) = rt.me.upgrade() else {
+        return Err(std::io::Error::other("runtime is gone"));
+    };
+    let id = rt.mcount.fetch_add(1, Ordering::Relaxed);
+    if id >= MAX_MS {
+        rt.mcount.fetch_sub(1, Ordering::Relaxed);
+        return Err(std::io::Error::other(format!(
+            "more than {MAX_MS} scheduler threads (goroutines blocked in `goro::blocking`?)"
+        )));
+    }
+    let m = Arc::new(M {
+        id,
+        rt,
+        wake: Mutex::new(Wake::default()),
+        cv: Condvar::new(),
+        inbox: Mutex::new(VecDeque::new()),
+        inbox_len: AtomicUsize::new(0),
+        spinning: AtomicBool::new(false),
+        syscall_p: AtomicUsize::new(NO_P),
+        tls_lo: AtomicUsize::new(0),
+        tls_hi: AtomicUsize::new(0),
+        rng: AtomicU32::new((id as u32).wrapping_mul(0x9E37_79B9) | 1),
+    });
+    // Published before the thread starts: `allm` is append-only, indexed by id.
+    let _ = rt.allm[id].set(m.clone());
+    let t = std::thread::Builder::new()
+        .name(format!("{}-m{id}", rt.config.thread_name))
+        .spawn(move || m_main(arc, m, pid.map(|p| (p, spinning))))?;
+    rt.threads.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+    Ok(())
+}
+
+/// The body of an M's thread.
+fn m_main(rt: Arc<Runtime>, m: Arc<M>, mut next: Option<(usize, bool)>) {
+    let _alt = AltStack::install();
+    pin::record_tls_block(&m);
+    tls::set_current_m(&*m);
+    loop {
+        let (pid, spinning) = match next.take() {
+            Some(x) => x,
+            None => match stopm(&rt, &m) {
+                Some(x) => x,
+                None => break,
+            },
+        };
+        acquire(&rt, &m, pid, spinning);
+        schedule(&rt, &m);
+        if rt.stop.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    if m.is_spinning() {
+        m.spinning.store(false, Ordering::Relaxed);
+        rt.nmspinning.fetch_sub(1, Ordering::SeqCst);
+    }
+    tls::set_current_p(std::ptr::null());
+    tls::set_current_m(std::ptr::null());
+}
+
+/// Makes P `pid` (already `P_RUNNING`, handed to us) this M's.
+fn acquire(rt: &Runtime, m: &M, pid: usize, spinning: bool) {
+    let p = rt.p(pid);
+    debug_assert_eq!(p.status(), P_RUNNING);
+    m.spinning.store(spinning, Ordering::Relaxed);
+    tls::set_current_p(p);
+}
+
+/// Runs goroutines while this M holds a P; returns when it has none (it went idle, handed its
+/// P away, or lost it in a blocking call) or the runtime stops.
+fn schedule(rt: &Runtime, m: &M) {
+    loop {
+        let p = tls::current_p();
+        if p.is_null() || rt.stop.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: CURRENT_P is a P this M owns; Ps live as long as the runtime, which
+        // `m_main` keeps alive.
+        let p = unsafe { &*p };
+        if p.id >= rt.procs() {
+            stop_p(rt, m, p);
+            return;
+        }
+        let Some(g) = find_runnable(rt, m) else {
+            return;
+        };
+        if m.is_spinning() {
+            reset_spinning(rt, m);
+        }
+        execute(rt, m, g);
+    }
+}
+
+/// Lets go of a P past `gomaxprocs`: its goroutines go to the global queue.
+fn stop_p(rt: &Runtime, m: &M, p: &P) {
+    let gs = p.drain_all();
+    p.set_status(P_STOPPED);
+    tls::set_current_p(std::ptr::null());
+    if m.is_spinning() {
+        reset_spinning(rt, m);
+    }
+    if !gs.is_empty() {
+        rt.inject_batch(gs);
+    }
+}
+
+/// This M found work while spinning: stop spinning, and if it was the last spinner, wake
+/// another M in case there is more work (Go's `resetspinning`).
+fn reset_spinning(rt: &Runtime, m: &M) {
+    m.spinning.store(false, Ordering::Relaxed);
+    if rt.nmspinning.fetch_sub(1, Ordering::SeqCst) == 1 {
+        wakep(rt);
+    }
+}
+
+fn current_p<'a>() -> &'a P {
+    let p = tls::current_p();
+    debug_assert!(!p.is_null());
+    // SAFETY: called only while this M holds a P (see `schedule`).
+    unsafe { &*p }
+}
+
+/// Steps 1-6 of the module comment. Returns `None` after giving the P up.
+fn find_runnable(rt: &Runtime, m: &M) -> Option<GRef> {
+    'top: loop {
+        let p = current_p();
+        if m.inbox_len.load(Ordering::Acquire) > 0 {
+            if let Some(g) = m.pop_inbox() {
+                return Some(g);
+            }
+        }
+        let global_turn = p.next_tick();
+        if global_turn && rt.global_len.load(Ordering::Relaxed) > 0 {
+            if let Some(g) = rt.take_global(p, 1) {
+                return Some(g);
+            }
+        }
+        if let Some(g) = p.pop_local() {
+            return Some(g);
+        }
+        if rt.global_len.load(Ordering::Relaxed) > 0 {
+            if let Some(g) = rt.take_global(p, runq::CAP as usize / 2) {
+                return Some(g);
+            }
+        }
+        if rt.npinned.load(Ordering::Relaxed) > 0 && give_p_to_pinned(rt, m, p) {
+            return None;
+        }
+        let procs = rt.procs();
+        let busy = procs.saturating_sub(rt.npidle.load(Ordering::Relaxed));
+        if procs > 1 && (m.is_spinning() || 2 * rt.nmspinning.load(Ordering::Relaxed) < busy) {
+            if !m.is_spinning() {
+                m.spinning.store(true, Ordering::Relaxed);
+                rt.nmspinning.fetch_add(1, Ordering::SeqCst);
+            }
+            if let Some(g) = steal_work(rt, m, p) {
+                return Some(g);
+            }
+        }
+        // Nothing: give the P up (step 6).
+        {
+            let mut s = rt.lock();
+            if let Some(g) = rt.take_global_locked(&mut s, p, runq::CAP as usize / 2) {
+                return Some(g);
+            }
+            pidleput(rt, &mut s, p);
+            tls::set_current_p(std::ptr::null());
+        }
+        if m.is_spinning() {
+            m.spinning.store(false, Ordering::Relaxed);
+            rt.nmspinning.fetch_sub(1, Ordering::SeqCst);
+            // A goroutine readied while we were giving up might have seen us spinning and not
+            // woken anyone: look once more before sleeping.
+            let work = rt.global_len.load(Ordering::Relaxed) > 0
+                || (0..rt.procs()).any(|id| rt.allp[id].get().is_some_and(|p| p.has_work()));
+            if work {
+                let mut s = rt.lock();
+                if let Some(pid) = pidleget(rt, &mut s) {
+                    drop(s);
+                    acquire(rt, m, pid, true);
+                    rt.nmspinning.fetch_add(1, Ordering::SeqCst);
+                    continue 'top;
+                }
+            }
+        }
+        return None;
+    }
+}
+
+/// Step 5: tries every other P `STEAL_TRIES` times, in a random order.
+fn steal_work(rt: &Runtime, m: &M, p: &P) -> Option<GRef> {
+    let procs = rt.procs();
+    for attempt in 0..STEAL_TRIES {
+        let last = attempt == STEAL_TRIES - 1;
+        let start = m.rand() as usize % procs;
+        for i in 0..procs {
+            let v = (start + i) % procs;
+            if v == p.id {
+                continue;
+            }
+            let Some(victim) = rt.allp[v].get() else {
+                continue;
+            };
+            if victim.status() == P_IDLE {
+                continue;
+            }
+            // On the last try, `runnext` too; but a running victim is about to run it, warm
+            // in its cache: give it a moment first (Go's `usleep(3)` in `runqgrab`, which also
+            // keeps this M counted as spinning meanwhile, so readies do not wake more Ms).
+            let take_next = last && victim.runq.len() == 0 && victim.runq.has_next();
+            if take_next && victim.running() {
+                std::thread::sleep(std::time::Duration::from_micros(3));
+            }
+            if let Some(g) = victim.runq.steal_into(&p.runq, take_next) {
+                return Some(g);
+            }
+        }
+        if rt.global_len.load(Ordering::Relaxed) > 0 {
+            if let Some(g) = rt.take_global(p, runq::CAP as usize / 2) {
+                return Some(g);
+            }
+        }
+    }
+    None
+}
+
+/// Puts `p` on the idle list (under the scheduler lock).
+fn pidleput(rt: &Runtime, s: &mut Sched, p: &P) {
+    debug_assert!(!p.has_work() || p.id >= rt.procs());
+    p.set_status(P_IDLE);
+    s.idle_ps.push(p.id);
+    rt.npidle.store(s.idle_ps.len(), Ordering::Relaxed);
+}
+
+/// Takes an idle P (under the scheduler lock); it is `P_RUNNING` and the caller's to give.
+pub(crate) fn pidleget(rt: &Runtime, s: &mut Sched) -> Option<usize> {
+    let id = s.idle_ps.pop()?;
+    rt.npidle.store(s.idle_ps.len(), Ordering::Relaxed);
+    rt.p(id).set_status(P_RUNNING);
+    Some(id)
+}
+
+/// Step 4: an idle M holds goroutines pinned to it and waits for a P; give it ours.
+fn give_p_to_pinned(rt: &Runtime, m: &M, p: &P) -> bool {
+    let target = {
+        let mut s = rt.lock();
+        let t = s.pinned_ms.pop();
+        rt.npinned.store(s.pinned_ms.len(), Ordering::Relaxed);
+        t
+    };
+    let Some(target) = target else {
+        return false;
+    };
+    if m.is_spinning() {
+        reset_spinning(rt, m);
+    }
+    tls::set_current_p(std::ptr::null());
+    target.hand(p.id, false);
+    true
+}
+
+/// Puts this M to sleep until `startm` hands it a P; `None` when the runtime stops.
+fn stopm(rt: &Runtime, m: &Arc<M>) -> Option<(usize, bool)> {
+    {
+        let mut s = rt.lock();
+        if rt.stop.load(Ordering::Acquire) {
+            return None;
+        }
+        if m.inbox_len.load(Ordering::Acquire) > 0 {
+            // Goroutines pinned here: run them on any idle P, else wait for one.
+            if let Some(pid) = pidleget(rt, &mut s) {
+                return Some((pid, false));
+            }
+            s.pinned_ms.push(m.clone());
+            rt.npinned.store(s.pinned_ms.len(), Ordering::Relaxed);
+        } else {
+            s.idle_ms.push(m.clone());
+        }
+    }
+    let mut w = m.wake.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if let Some(x) = w.next_p.take() {
+            return Some(x);
+        }
+        if rt.stop.load(Ordering::Acquire) {
+            return None;
+        }
+        w = m.cv.wait(w).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// Wakes an idle P for newly runnable work, unless an M is already looking (Go's `wakep`).
+pub(crate) fn wakep(rt: &Runtime) {
+    if rt.npidle.load(Ordering::Relaxed) == 0 || rt.nmspinning.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    if rt
+        .nmspinning
+        .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    startm(rt, None, true);
+}
+
+/// Runs P `pid` (or an idle P if `None`) on an idle M, or a new one (Go's `startm`). With
+/// `spinning`, the caller has counted the M in `nmspinning` already.
+pub(crate) fn startm(rt: &Runtime, pid: Option<usize>, spinning: bool) {
+    let (pid, m) = {
+        let mut s = rt.lock();
+        let pid = match pid.or_else(|| pidleget(rt, &mut s)) {
+            Some(p) if !rt.stop.load(Ordering::Acquire) => p,
+            other => {
+                if let Some(p) = other {
+                    pidleput(rt, &mut s, rt.p(p));
+                }
+                drop(s);
+                if spinning {
+                    rt.nmspinning.fetch_sub(1, Ordering::SeqCst);
+                }
+                return;
+            }
+        };
+        (pid, s.idle_ms.pop())
+    };
+    match m {
+        Some(m) => m.hand(pid, spinning),
+        None => {
+            if let Err(e) = spawn_m(rt, Some(pid), spinning) {
+                // Keep running on the Ms we have; the P waits idle for one of them.
+                report_spawn_failure(&e);
+                let mut s = rt.lock();
+                pidleput(rt, &mut s, rt.p(pid));
+                drop(s);
+                if spinning {
+                    rt.nmspinning.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+}
+
+fn report_spawn_failure(e: &std::io::Error) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("goro: cannot start another scheduler thread: {e}"));
+}
+
+/// Hands a P retaken from an M in a blocking call to whoever should run it (Go's `handoffp`).
+pub(crate) fn handoffp(rt: &Runtime, p: &P) {
+    if p.id >= rt.procs() {
+        let gs = p.drain_all();
+        p.set_status(P_STOPPED);
+        if !gs.is_empty() {
+            rt.inject_batch(gs);
+        }
+        return;
+    }
+    if p.has_work() || rt.global_len.load(Ordering::Relaxed) > 0 {
+        p.set_status(P_RUNNING);
+        startm(rt, Some(p.id), false);
+        return;
+    }
+    if rt.nmspinning.load(Ordering::Relaxed) + rt.npidle.load(Ordering::Relaxed) == 0
+        && rt
+            .nmspinning
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+    {
+        p.set_status(P_RUNNING);
+        startm(rt, Some(p.id), true);
+        return;
+    }
+    let mut s = rt.lock();
+    if rt.global_len.load(Ordering::Relaxed) > 0 {
+        drop(s);
+        p.set_status(P_RUNNING);
+        startm(rt, Some(p.id), false);
+        return;
+    }
+    pidleput(rt, &mut s, p);
+}
+
+/// Runs `g` until it switches out, then files it according to why.
+fn execute(rt: &Runtime, m: &M, g: GRef) {
+    let last = g.last_m();
+    if last != m.id && last != crate::g::NO_M && !pin::may_run_on(rt, last, &g) {
+        pin::send_back(rt, last, g);
+        return;
+    }
+    g.transition_to_running();
+    tls::set_current_g(Some(&g));
+    let p = current_p();
+    // One writer (this M): plain stores. A preemption request was for the previous goroutine.
+    if p.preempt.load(Ordering::Relaxed) {
+        p.preempt.store(false, Ordering::Relaxed);
+    }
+    let tick = p.tick().wrapping_mul(2);
+    p.schedtick.store(tick | 1, Ordering::Relaxed);
+    // SAFETY: we just moved the G to RUNNING, which makes this M the owner of its coroutine.
+    let r = unsafe { g.resume() };
+    g.set_last_m(m.id);
+    tls::set_current_g(None);
+    // The goroutine may have left its P in `blocking` and come back with another, or none.
+    let p = tls::current_p();
+    // SAFETY: as in `schedule`.
+    let p = unsafe { p.as_ref() };
+    if let Some(p) = p {
+        p.schedtick
+            .store(p.tick().wrapping_mul(2), Ordering::Relaxed);
+    }
+    match r {
+        corosensei::CoroutineResult::Yield(Switch::Yield) => {
+            g.transition_to_runnable();
+            match p {
+                // Like Go's Gosched: behind the global queue when it has work, so a goroutine
+                // yielding in a loop cannot starve goroutines that overflowed there.
+                Some(p) if rt.global_len.load(Ordering::Relaxed) == 0 => p.push_tail(rt, g),
+                _ => rt.inject(g),
+            }
+        }
+        corosensei::CoroutineResult::Yield(Switch::Park) => {
+            // WAITING now, holding its own scheduling reference until an unpark takes it; or a
+            // token arrived while it was switching out and it runs again at once.
+            if let Some(g) = crate::g::commit_park(g) {
+                match p {
+                    Some(p) => p.push_next(rt, g),
+                    None => rt.inject(g),
+                }
+            }
+        }
+        // SAFETY: this M ran the G to its return.
+        corosensei::CoroutineResult::Return(()) => unsafe { g.finish() },
+    }
+}

@@ -1,0 +1,169 @@
+//! `P`: a processor, the right to run goroutines, with its run queue and what sysmon watches.
+//!
+//! Ownership: a P in status `P_RUNNING` or `P_SYSCALL` belongs to exactly one M; only that M
+//! (its scheduling code and the goroutines it runs) uses the owner-only operations (`push*`,
+//! `pop`, `handoff`, `tick`). Ownership moves with the scheduler lock (idle list), the M's
+//! park lock (`startm` handing a P over) or the status CAS `P_SYSCALL → P_IDLE` (sysmon
+//! retaking it) / `P_SYSCALL → P_RUNNING` (the blocked M taking it back); each is an
+//! acquire/release edge, so the new owner sees everything the old one wrote.
+//!
+//! ```text
+//!   P_IDLE ──pidleget──▶ P_RUNNING ──entersyscall──▶ P_SYSCALL ──exitsyscall (CAS)──▶ P_RUNNING
+//!     ▲                      │                           │
+//!     └──────pidleput────────┘      sysmon retake (CAS) ─┴──▶ P_IDLE / handed to another M
+//!   any ──gomaxprocs shrinks──▶ P_STOPPED ──grows──▶ P_IDLE
+//! ```
+
+use super::runq::{self, RunQueue};
+use super::Runtime;
+use crate::g::GRef;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+
+pub(crate) const P_IDLE: u32 = 0;
+pub(crate) const P_RUNNING: u32 = 1;
+pub(crate) const P_SYSCALL: u32 = 2;
+pub(crate) const P_STOPPED: u32 = 3;
+
+/// How often a P looks at the global queue before its own (Go's `schedtick%61`): a prime, so
+/// it does not fall into step with a program's own periodicity.
+const GLOBAL_CHECK_TICKS: u32 = 61;
+
+pub(crate) struct P {
+    pub(crate) id: usize,
+    status: AtomicU32,
+    pub(crate) runq: RunQueue<GRef>,
+    /// A goroutine readied by the owning M itself between goroutines (the joiner woken by
+    /// `finish`, a token arriving at `commit_park`). The M schedules right after, so no thief
+    /// could help it sooner: it skips `runnext` and its atomic swaps, and runs next. Owner
+    /// only (relaxed load and store, no read-modify-write); always empty when the P changes
+    /// hands, since the M drains it before it schedules or lets the P go.
+    handoff: AtomicPtr<()>,
+    /// Schedules so far; owner only.
+    tick: AtomicU32,
+    /// `2 * tick + 1` while a goroutine runs on the P, `2 * tick` between goroutines: one
+    /// store each way tells sysmon both that the P moved on and whether it runs.
+    pub(crate) schedtick: AtomicU32,
+    /// Entries into `blocking` so far (sysmon's `syscalltick`).
+    pub(crate) syscalltick: AtomicU32,
+    /// sysmon asks the running goroutine to yield at its next preemption point.
+    pub(crate) preempt: AtomicBool,
+}
+
+impl P {
+    pub(crate) fn new(id: usize) -> P {
+        P {
+            id,
+            status: AtomicU32::new(P_IDLE),
+            runq: RunQueue::new(),
+            handoff: AtomicPtr::new(std::ptr::null_mut()),
+            tick: AtomicU32::new(0),
+            schedtick: AtomicU32::new(0),
+            syscalltick: AtomicU32::new(0),
+            preempt: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn status(&self) -> u32 {
+        self.status.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_status(&self, s: u32) {
+        self.status.store(s, Ordering::Release);
+    }
+
+    /// `from → to` if the status is `from`; the ownership edges in the module comment.
+    pub(crate) fn cas_status(&self, from: u32, to: u32) -> bool {
+        self.status
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub(crate) fn running(&self) -> bool {
+        self.schedtick.load(Ordering::Relaxed) & 1 == 1
+    }
+
+    /// Owner: queues `g` to run next; the previous `runnext` moves to the ring's tail. Called
+    /// by the M between goroutines, it uses the handoff cell instead. Wakes an idle P when a
+    /// goroutine is running (it keeps its P; someone else may take the new one).
+    pub(crate) fn push_next(&self, rt: &Runtime, g: GRef) {
+        use super::runq::Thin;
+        if !self.running() {
+            let old = self.handoff.load(Ordering::Relaxed);
+            self.handoff.store(g.into_raw(), Ordering::Relaxed);
+            if !old.is_null() {
+                // SAFETY: a non-null handoff came from `into_raw` and only the owner takes it.
+                self.push_tail(rt, unsafe { GRef::from_raw(old) });
+            }
+            return;
+        }
+        if let Some(batch) = self.runq.push_next(g) {
+            rt.inject_batch(batch);
+        }
+        super::m::wakep(rt);
+    }
+
+    /// Owner: queues `g` at the ring's tail (half the ring to the global queue if full).
+    pub(crate) fn push_tail(&self, rt: &Runtime, g: GRef) {
+        if let Some(batch) = self.runq.push(g) {
+            rt.inject_batch(batch);
+        }
+    }
+
+    /// Owner: moves goroutines from the global queue into the ring; the caller bounds the
+    /// count by the room left (`take_global` asks for at most half a ring).
+    pub(crate) fn fill_from(&self, gs: impl Iterator<Item = GRef>) {
+        for g in gs {
+            let overflow = self.runq.push(g);
+            debug_assert!(
+                overflow.is_none(),
+                "global batch larger than the ring's room"
+            );
+        }
+    }
+
+    /// Owner: the next local goroutine: the handoff cell, then `runnext`, then the ring.
+    pub(crate) fn pop_local(&self) -> Option<GRef> {
+        use super::runq::Thin;
+        let h = self.handoff.load(Ordering::Relaxed);
+        if !h.is_null() {
+            self.handoff.store(std::ptr::null_mut(), Ordering::Relaxed);
+            // SAFETY: as in `push_next`.
+            return Some(unsafe { GRef::from_raw(h) });
+        }
+        self.runq.pop()
+    }
+
+    /// Owner: counts a schedule; true every 61st (time to look at the global queue first).
+    pub(crate) fn next_tick(&self) -> bool {
+        let t = self.tick.load(Ordering::Relaxed).wrapping_add(1);
+        self.tick.store(t, Ordering::Relaxed);
+        t.is_multiple_of(GLOBAL_CHECK_TICKS)
+    }
+
+    pub(crate) fn tick(&self) -> u32 {
+        self.tick.load(Ordering::Relaxed)
+    }
+
+    /// Owner (or sysmon holding a retaken P): everything queued here, for the global queue.
+    pub(crate) fn drain_all(&self) -> Vec<GRef> {
+        let mut v: Vec<GRef> = self.pop_local().into_iter().collect();
+        v.extend(self.runq.drain());
+        v
+    }
+
+    /// Whether the P has local work (a snapshot).
+    pub(crate) fn has_work(&self) -> bool {
+        self.runq.len() > 0 || self.runq.has_next()
+    }
+
+    /// Space left in the ring (a snapshot; exact for the owner, which alone adds).
+    pub(crate) fn room(&self) -> usize {
+        (runq::CAP - self.runq.len()) as usize
+    }
+}
+
+impl Drop for P {
+    fn drop(&mut self) {
+        drop(self.pop_local());
+    }
+}

@@ -1,0 +1,292 @@
+//! Migration safety: a goroutine that holds a reference into its M's thread-locals across a
+//! switch runs again on that M.
+//!
+//! The hazard: `thread_local! { static X: .. }` and `X.with(|x| { goro::yield_now(); use(x) })`.
+//! `x` is an address inside the static TLS block of the thread the goroutine ran on. Resumed on
+//! another M, the goroutine would keep using the first thread's value while that thread uses
+//! it too: a data race on a `!Sync` value, undefined behaviour from safe code.
+//! (The runtime's own thread-locals are safe by construction: they are read through
+//! `#[inline(never)]` accessors that compute the address on the calling thread, `tls.rs`.)
+//!
+//! The rule goro implements: **a goroutine whose parked stack holds an address inside the
+//! static thread-local block of the M it last ran on resumes on that M.** Checked only when a
+//! goroutine is about to run on a different M than last time (the common same-M case costs a
+//! compare), by scanning the words of its stack from the recorded stack pointer (minus the
+//! switch frames, which hold the callee-saved registers the compiler may keep such an address
+//! in) up to the top of its slot. Conservative: a stale word that happens to look like such an
+//! address pins too, which costs parallelism, never correctness. A goroutine found pinned goes
+//! to its M's inbox; if that M sleeps it is handed a P (an idle one, else the finder's own, as
+//! Go's `startlockedm` does for `LockOSThread`).
+//!
+//! The TLS block: on x86-64 (TLS variant II) the static blocks of the executable and of the
+//! libraries loaded at start sit just below the thread pointer (`fs:0`); on aarch64 (variant I)
+//! just above it (`tpidr_el0` + 16). Their size is the sum of the `PT_TLS` segments
+//! (`dl_iterate_phdr`), plus slack for alignment. Limits, stated in the README: a
+//! thread-local of a library loaded later with `dlopen` lives in dynamically allocated TLS and
+//! is not detected; on other architectures every goroutine is pinned to the M it first ran on.
+//!
+//! Rejected: pinning every goroutine to its first M (no work stealing after the first run);
+//! scanning at every park (a cost on the hottest path for a rare case); forbidding it by
+//! documentation only (safe code would have undefined behaviour).
+
+use super::m::{pidleget, M};
+use super::Runtime;
+use crate::g::{GRef, Switch, G};
+use crate::tls;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// Resumes kept on their old M because the scan found a thread-local address.
+pub(crate) static PINNED: AtomicU64 = AtomicU64::new(0);
+/// Goroutines resumed on a different M than last time.
+pub(crate) static MIGRATED: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of alignment padding allowed around the static TLS blocks.
+const TLS_SLACK: usize = 4096;
+
+/// Reads the thread pointer of the calling thread.
+#[cfg(target_arch = "x86_64")]
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: on x86-64 Linux `fs:0` holds the thread control block's self-pointer (the
+    // thread pointer); reading it has no side effects.
+    unsafe {
+        std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    tp
+}
+
+#[cfg(target_arch = "aarch64")]
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: reading the thread pointer register has no side effects.
+    unsafe {
+        std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nomem, nostack, preserves_flags))
+    };
+    tp
+}
+
+/// Total size of the static TLS segments of the modules loaded now.
+fn static_tls_size() -> usize {
+    static SIZE: OnceLock<usize> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        unsafe extern "C" fn add(
+            info: *mut libc::dl_phdr_info,
+            _size: libc::size_t,
+            data: *mut libc::c_void,
+        ) -> libc::c_int {
+            // SAFETY: `dl_iterate_phdr` passes a valid `info` whose `dlpi_phdr` points to
+            // `dlpi_phnum` program headers, and `data` is the `usize` we passed.
+            unsafe {
+                let info = &*info;
+                let total = &mut *data.cast::<usize>();
+                for i in 0..info.dlpi_phnum as usize {
+                    let ph = &*info.dlpi_phdr.add(i);
+                    if ph.p_type == libc::PT_TLS {
+                        let align = (ph.p_align as usize).max(1);
+                        *total += (ph.p_memsz as usize).div_ceil(align) * align;
+                    }
+                }
+            }
+            0
+        }
+        let mut total = 0usize;
+        // SAFETY: the callback matches the signature and only reads what it is given.
+        unsafe { libc::dl_iterate_phdr(Some(add), (&mut total as *mut usize).cast()) };
+        total
+    })
+}
+
+/// Records the calling thread's static TLS block in `m` (called by the M on its thread).
+pub(crate) fn record_tls_block(m: &M) {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        let tp = thread_pointer();
+        let size = static_tls_size() + TLS_SLACK;
+        #[cfg(target_arch = "x86_64")]
+        let (lo, hi) = (tp.saturating_sub(size), tp + 8);
+        #[cfg(target_arch = "aarch64")]
+        let (lo, hi) = (tp, tp + 16 + size);
+        m.tls_lo.store(lo, Ordering::Relaxed);
+        m.tls_hi.store(hi, Ordering::Relaxed);
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = m; // unknown layout: `may_run_on` pins everything
+}
+
+/// Whether any 8-byte word in `[from, to)` lies in `[lo, lo + len)`.
+///
+/// # Safety
+/// `[from, to)` must be readable memory, 8-byte aligned.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe fn any_word_in(from: usize, to: usize, lo: usize, len: usize) -> bool {
+    let found: usize;
+    // The loads are done by assembly: the words may be padding or dead stack slots, which Rust
+    // code may not read as integers, while a machine load of readable memory is always fine.
+    // SAFETY: the caller guarantees the range is readable; the asm only reads it.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!(
+            "xor {found:e}, {found:e}",
+            "2:",
+            "cmp {p}, {end}",
+            "jae 3f",
+            "mov {w}, qword ptr [{p}]",
+            "add {p}, 8",
+            "sub {w}, {lo}",
+            "cmp {w}, {len}",
+            "jae 2b",
+            "mov {found:e}, 1",
+            "3:",
+            p = inout(reg) from => _,
+            end = in(reg) to,
+            w = out(reg) _,
+            lo = in(reg) lo,
+            len = in(reg) len,
+            found = out(reg) found,
+            options(nostack, readonly),
+        );
+    }
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!(
+            "mov {found}, #0",
+            "2:",
+            "cmp {p}, {end}",
+            "b.hs 3f",
+            "ldr {w}, [{p}], #8",
+            "sub {w}, {w}, {lo}",
+            "cmp {w}, {len}",
+            "b.hs 2b",
+            "mov {found}, #1",
+            "3:",
+            p = inout(reg) from => _,
+            end = in(reg) to,
+            w = out(reg) _,
+            lo = in(reg) lo,
+            len = in(reg) len,
+            found = out(reg) found,
+            options(nostack, readonly),
+        );
+    }
+    found != 0
+}
+
+/// Bytes between the stack pointer a switch-out records and the lowest word the switch
+/// writes (the context-switch frames), measured once by running a probe coroutine on a stack
+/// filled with a pattern; plus a margin.
+fn switch_depth() -> usize {
+    static DEPTH: OnceLock<usize> = OnceLock::new();
+    *DEPTH.get_or_init(|| measure_switch_depth().unwrap_or(crate::stack::RED_ZONE) + 64)
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn measure_switch_depth() -> Option<usize> {
+    use crate::stack::StackSlot;
+    const PATTERN: usize = 0x5A5A_5A5A_5A5A_5A5A;
+    let slot = StackSlot::new(16 << 10).ok()?;
+    let (lo, hi) = (slot.lo() + crate::stack::madvise::PAGE, slot.hi());
+    // SAFETY: the slot's usable range is ours (nothing runs on it yet) and writable.
+    unsafe { std::ptr::write_bytes(lo as *mut u8, 0x5A, hi - lo) };
+    let sp = std::sync::Arc::new(AtomicUsize::new(0));
+    let sp2 = sp.clone();
+    let mut probe: crate::g::Coro = corosensei::Coroutine::with_stack(slot, move |y, ()| {
+        crate::g::suspend_recording_sp(y, &sp2, Switch::Yield);
+    });
+    let _ = probe.resume(());
+    // Lowest word the coroutine wrote: everything below still holds the pattern.
+    let mut lowest = hi;
+    let mut a = lo;
+    while a < hi {
+        // SAFETY: `[lo, hi)` is readable; the asm load reads one word of it.
+        if !unsafe { any_word_in(a, a + 8, PATTERN, 1) } {
+            lowest = a;
+            break;
+        }
+        a += 8;
+    }
+    let _ = probe.resume(());
+    let sp = sp.load(Ordering::Relaxed);
+    (sp > lowest).then(|| sp - lowest)
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn measure_switch_depth() -> Option<usize> {
+    None
+}
+
+/// Whether `g`, which last ran on M `last`, may resume on the calling M. The caller owns `g`
+/// (dequeued, not running).
+pub(crate) fn may_run_on(rt: &Runtime, last: usize, g: &G) -> bool {
+    let Some(old) = rt.m_by_id(last) else {
+        return true;
+    };
+    let (lo, hi) = (
+        old.tls_lo.load(Ordering::Relaxed),
+        old.tls_hi.load(Ordering::Relaxed),
+    );
+    let ok = scan_ok(g, lo, hi);
+    if ok {
+        MIGRATED.fetch_add(1, Ordering::Relaxed);
+    } else {
+        PINNED.fetch_add(1, Ordering::Relaxed);
+    }
+    ok
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn scan_ok(g: &G, lo: usize, hi: usize) -> bool {
+    if lo == hi {
+        return false;
+    }
+    let (sp, top) = g.parked_stack();
+    let floor = g.stack_lo + crate::stack::madvise::PAGE; // above the guard page
+    let from = (sp.saturating_sub(switch_depth()) & !7).max(floor);
+    if from >= top {
+        return true;
+    }
+    // SAFETY: `[from, top)` lies in the goroutine's slot above its guard page, so it is mapped
+    // (pages released by `release_below_sp` read as zero); the goroutine is not running (the
+    // caller owns it), so nothing writes it meanwhile.
+    !unsafe { any_word_in(from, top, lo, hi - lo) }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn scan_ok(_: &G, _: usize, _: usize) -> bool {
+    false
+}
+
+/// Sends `g` to M `target`'s inbox; if that M sleeps, hands it a P: an idle one, else the
+/// caller's own (which then goes idle, as its `schedule` finds no P).
+pub(crate) fn send_back(rt: &Runtime, target: usize, g: GRef) {
+    let Some(t) = rt.m_by_id(target) else {
+        rt.inject(g);
+        return;
+    };
+    t.push_inbox(g);
+    let mut s = rt.lock();
+    let asleep = if let Some(i) = s.idle_ms.iter().position(|m| m.id == target) {
+        Some(s.idle_ms.swap_remove(i))
+    } else if let Some(i) = s.pinned_ms.iter().position(|m| m.id == target) {
+        let m = s.pinned_ms.swap_remove(i);
+        rt.npinned.store(s.pinned_ms.len(), Ordering::Relaxed);
+        Some(m)
+    } else {
+        None
+    };
+    let Some(m) = asleep else {
+        return; // running, or on its way to sleep: it looks at its inbox first
+    };
+    let pid = match pidleget(rt, &mut s) {
+        Some(pid) => pid,
+        None => {
+            let p = tls::current_p();
+            tls::set_current_p(std::ptr::null());
+            // SAFETY: the caller runs on an M that holds this P (it is scheduling).
+            unsafe { (*p).id }
+        }
+    };
+    drop(s);
+    m.hand_p(pid);
+}
