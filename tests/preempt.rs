@@ -1,6 +1,6 @@
-//! With one processor (this version has one), a CPU-bound goroutine that calls
+//! With one processor (GOMAXPROCS=1), a CPU-bound goroutine that calls
 //! `goro::preempt_point()` must not starve others: sysmon asks it to yield after 10 ms.
-//! Alone in its binary: the hog holds the runtime's only scheduler thread.
+//! Alone in its binary: the hog holds the runtime's only processor.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -12,7 +12,7 @@ mod common;
 fn cpu_loop_with_preempt_point_does_not_starve_ping_pong() {
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let r = goro::run(|| {
+        let r = goro::Builder::new().max_procs(1).run(|| {
             let stop = Arc::new(AtomicBool::new(false));
             let s2 = stop.clone();
             let hog = goro::spawn(move || {

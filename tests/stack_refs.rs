@@ -1,5 +1,6 @@
-//! References into a goroutine's stack survive switches and parks: the six safe-Rust patterns a
-//! relocating stack would corrupt, each created, then held across yields and parks while other
+//! References into a goroutine's stack survive switches, parks and migration between OS
+//! threads: the six safe-Rust patterns a relocating stack would corrupt, each created, then
+//! held across yields and parks (on four Ps, so goroutines move between Ms) while other
 //! goroutines churn their own stacks, then checked.
 
 use std::collections::HashMap;
@@ -7,8 +8,13 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Lets other goroutines run, both by yielding and by parking (woken by a helper goroutine).
+/// Times a goroutine came back from `switch_around` on another OS thread than it left.
+static MOVED: AtomicUsize = AtomicUsize::new(0);
+
+/// Lets other goroutines run, both by yielding and by parking (woken by a helper goroutine,
+/// which may run on another M: the woken goroutine is then readied there and migrates).
 fn switch_around() {
+    let tid = std::thread::current().id();
     for _ in 0..3 {
         goro::yield_now();
     }
@@ -16,6 +22,9 @@ fn switch_around() {
     let waker = goro::go!(me.unpark());
     goro::park();
     waker.join().unwrap();
+    if std::thread::current().id() != tid {
+        MOVED.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Goroutines that grow and dirty their own stacks meanwhile.
@@ -35,15 +44,28 @@ fn churn() -> Vec<goro::JoinHandle<u64>> {
         .collect()
 }
 
-fn with_churn(f: impl FnOnce() + Send + 'static) {
-    goro::run(move || {
-        let others = churn();
-        let h = goro::spawn(f);
-        h.join().unwrap();
-        for o in others {
-            o.join().unwrap();
+/// Runs four copies of the pattern `f` at once on four Ps among churning goroutines, in
+/// rounds until some goroutine has migrated between threads across a switch (so the
+/// references were held across a move between Ms, not just a switch on one M).
+fn with_churn(f: impl Fn() + Clone + Send + 'static) {
+    let before = MOVED.load(Ordering::Relaxed);
+    for _ in 0..50 {
+        let f = f.clone();
+        goro::Builder::new().max_procs(4).run(move || {
+            let others = churn();
+            let hs: Vec<_> = (0..4).map(|_| goro::spawn(f.clone())).collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            for o in others {
+                o.join().unwrap();
+            }
+        });
+        if MOVED.load(Ordering::Relaxed) > before {
+            return;
         }
-    });
+    }
+    panic!("no goroutine ever migrated between threads");
 }
 
 #[test]

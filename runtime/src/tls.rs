@@ -32,10 +32,29 @@ pub(crate) fn current_g() -> Option<GRef> {
     Some(unsafe { GRef::clone_from_ptr(p) })
 }
 
+/// The running goroutine's pointer. Its own function, so the thread-local's address exists
+/// only in this frame, which is gone before a caller switches out: a parked stack must not
+/// hold it, or `sched/pin.rs` would pin the goroutine to its thread.
+#[inline(never)]
+fn current_g_ptr() -> GPtr {
+    CURRENT_G.try_with(|c| c.get()).ok().flatten()
+}
+
+/// Unoptimised builds materialise a thread-local's address in the accessor's frame; that dead
+/// frame's words can survive in unused slots of the frames that `f` then builds in the same
+/// place before switching out. Overwriting the area first keeps parked stacks free of them
+/// (optimised builds read the thread-local with one `fs`-relative load and need nothing).
+#[inline(never)]
+fn scrub_below() {
+    #[cfg(debug_assertions)]
+    std::hint::black_box([0usize; 64]);
+}
+
 /// Runs `f` with the running goroutine's cell without touching its reference count.
 #[inline(never)]
 pub(crate) fn with_current_g<R>(f: impl FnOnce(Option<&G>) -> R) -> R {
-    let p = CURRENT_G.try_with(|c| c.get()).ok().flatten();
+    let p = current_g_ptr();
+    scrub_below();
     // SAFETY: the caller is this goroutine, and a G is freed only after its goroutine has
     // finished, which cannot happen inside this call. `f` may switch out (park, yield) and
     // resume later: meanwhile the scheduling reference is held by the G itself while parked,

@@ -5,7 +5,7 @@
 //! 1. Enter: the goroutine's P goes `P_RUNNING → P_SYSCALL` (a release store; only the owner
 //!    leaves `P_RUNNING`) with its `syscalltick` bumped, and the M forgets it (CURRENT_P null)
 //!    and the running goroutine (CURRENT_G null): the closure runs as plain-thread code.
-//! 2. While the call blocks, sysmon may retake the P by CAS `P_SYSCALL → P_IDLE` once it has
+//! 2. While the call blocks (sysmon is woken if it had backed off to long sleeps), it may retake the P by CAS `P_SYSCALL → P_IDLE` once it has
 //!    been in the same call for a sysmon tick and other work waits (see `sysmon.rs`), and hand
 //!    it to another M, which runs the queued goroutines.
 //! 3. Exit: CAS `P_SYSCALL → P_RUNNING` takes the P back if sysmon did not; else an idle P is
@@ -62,6 +62,7 @@ fn enter() -> Option<NonNull<G>> {
         h.m.syscall_p.store(p.id, Ordering::Relaxed);
         p.set_status(P_SYSCALL);
         tls::set_current_p(std::ptr::null());
+        h.rt.kick_sysmon();
         Some(g)
     })
 }

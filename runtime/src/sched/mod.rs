@@ -107,6 +107,10 @@ pub(crate) struct Runtime {
     /// Ms by id, append-only (Ms are never freed before the runtime).
     allm: Box<[OnceLock<Arc<M>>]>,
     mcount: AtomicUsize,
+    /// sysmon's thread, and whether it has backed off to long sleeps (`blocking` wakes it
+    /// then, so a blocked P is retaken within a tick, not after up to 10 ms).
+    sysmon: OnceLock<std::thread::Thread>,
+    sysmon_idle: AtomicBool,
     stop: AtomicBool,
     pub(crate) config: Config,
     started: Instant,
@@ -230,6 +234,8 @@ impl Runtime {
             allp: (0..MAX_PROCS).map(|_| OnceLock::new()).collect(),
             allm: (0..MAX_MS).map(|_| OnceLock::new()).collect(),
             mcount: AtomicUsize::new(0),
+            sysmon: OnceLock::new(),
+            sysmon_idle: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             config,
             started: Instant::now(),
@@ -254,11 +260,23 @@ impl Runtime {
             .name(format!("{}-sysmon", rt.config.thread_name))
             .spawn(move || sysmon::run(&rt2))
             .expect("goro: cannot start the sysmon thread");
+        let _ = rt.sysmon.set(mon.thread().clone());
         rt.threads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(mon);
         rt
+    }
+
+    /// Brings sysmon back to its 20 µs rhythm if it has backed off.
+    fn kick_sysmon(&self) {
+        if self.sysmon_idle.load(Ordering::Relaxed)
+            && self.sysmon_idle.swap(false, Ordering::Relaxed)
+        {
+            if let Some(t) = self.sysmon.get() {
+                t.unpark();
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sched> {

@@ -41,8 +41,11 @@ pub(crate) static PINNED: AtomicU64 = AtomicU64::new(0);
 /// Goroutines resumed on a different M than last time.
 pub(crate) static MIGRATED: AtomicU64 = AtomicU64::new(0);
 
-/// Bytes of alignment padding allowed around the static TLS blocks.
-const TLS_SLACK: usize = 4096;
+/// Bytes of alignment padding allowed around the static TLS blocks. Small on purpose: glibc
+/// puts a thread's stack right below its TLS area, and the coroutine switch frames hold the
+/// M's stack pointer, so a wide margin would pin every goroutine. Past the modules' blocks
+/// comes glibc's static TLS surplus (over 1.5 KiB), so this margin stays inside the TLS area.
+const TLS_SLACK: usize = 256;
 
 /// Reads the thread pointer of the calling thread.
 #[cfg(target_arch = "x86_64")]

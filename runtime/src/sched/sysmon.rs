@@ -19,7 +19,8 @@
 //! And `GORO_DEBUG=schedtrace=<ms>` prints Go's `SCHED` line every `<ms>` milliseconds.
 //!
 //! Rhythm (Go's): sleep 20 µs; after 50 rounds with nothing to do, double the sleep up to 10 ms.
-//! Shutdown unparks it. Signal-based preemption is not done (interrupting Rust code inside
+//! Entering `goro::blocking` brings it back to 20 µs (as Go's `entersyscall` wakes a sysmon
+//! that sleeps), so a blocked P is retaken within about a tick. Shutdown unparks it. Signal-based preemption is not done (interrupting Rust code inside
 //! `malloc` or holding a std lock can deadlock).
 
 use super::m::{handoffp, wakep};
@@ -33,6 +34,8 @@ pub(crate) const FORCE_PREEMPT: Duration = Duration::from_millis(10);
 const MIN_SLEEP: Duration = Duration::from_micros(20);
 const MAX_SLEEP: Duration = Duration::from_millis(10);
 const IDLE_ROUNDS: u32 = 50;
+/// Sleeps longer than this make sysmon wakeable by `blocking` (`Runtime::kick_sysmon`).
+const KICKABLE: Duration = Duration::from_micros(160);
 
 /// What sysmon remembers of a P between rounds.
 #[derive(Clone, Copy)]
@@ -118,7 +121,9 @@ pub(crate) fn run(rt: &Runtime) {
                 next_trace = Some(at + every);
             }
         }
-        if acted {
+        // `kick_sysmon` clears `sysmon_idle` to bring us back to the short rhythm.
+        let kicked = sleep > KICKABLE && !rt.sysmon_idle.load(Ordering::Relaxed);
+        if acted || kicked {
             idle_rounds = 0;
             sleep = MIN_SLEEP;
         } else {
@@ -127,6 +132,7 @@ pub(crate) fn run(rt: &Runtime) {
                 sleep = (sleep * 2).min(MAX_SLEEP);
             }
         }
+        rt.sysmon_idle.store(sleep > KICKABLE, Ordering::Relaxed);
     }
 }
 
