@@ -1,7 +1,7 @@
 //! goro's side of `benches/compare`: one workload per invocation, rows of
 //! `workload goro metric value unit` on stdout (the peers under `benches/peers/` print the same).
 //!
-//! `cargo bench --bench compare_goro -- <spawn_idle|spawn_join|stack_grow> [--n N]`
+//! `cargo bench --bench compare_goro -- <workload> [--n N]`
 //!
 //! - `spawn_idle`: N goroutines that each park; time until all parked, RSS added per goroutine,
 //!   time to unpark and join them all; then the same again on the freed slots (`_reuse`).
@@ -11,6 +11,11 @@
 //!   `fresh`: a new goroutine each iteration, on a slot from the thread cache (how goro runs
 //!   such a program); `fresh_cold`: the same after `goro::stack::trim()`, so every page faults
 //!   in again (the true first-touch cost); `warm`: one goroutine recursing again and again.
+//! - `pingpong`: N round trips of an integer between two goroutines over two rendezvous
+//!   channels (`workloads/rendezvous.rs` until `goro::chan` exists).
+//! - `ring`: 1,000 goroutines in a ring of rendezvous channels pass a token N hops.
+//! - `fanout`: N small CPU tasks (1,000 rounds of an LCG each) spawned and waited for, on one
+//!   processor and then on two (two runtimes in turn); reports both times and the speed-up.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -21,6 +26,12 @@ fn row(workload: &str, metric: &str, value: f64, unit: &str) {
 
 #[path = "workloads/spawn_idle.rs"]
 mod workloads;
+
+#[path = "workloads/rendezvous.rs"]
+mod rendezvous;
+use rendezvous::Rendezvous;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 fn spawn_idle(n: usize, suffix: &str) {
     let r = workloads::spawn_idle(n);
@@ -129,6 +140,123 @@ fn stack_grow(n: usize) {
     row("stack_grow", "stack_bytes", used as f64, "B");
 }
 
+fn pingpong(n: usize) {
+    let (a, b) = (
+        Arc::new(Rendezvous::<u64>::default()),
+        Arc::new(Rendezvous::<u64>::default()),
+    );
+    let (a2, b2) = (a.clone(), b.clone());
+    let peer = goro::spawn(move || {
+        for _ in 0..n {
+            let v = a2.recv();
+            b2.send(v);
+        }
+    });
+    let t = Instant::now();
+    let mut sum = 0u64;
+    for i in 0..n as u64 {
+        a.send(i);
+        sum += b.recv();
+    }
+    let el = t.elapsed();
+    peer.join().unwrap();
+    assert_eq!(sum, (n as u64) * (n as u64 - 1) / 2);
+    row(
+        "pingpong",
+        "round_trip",
+        el.as_secs_f64() * 1e9 / n as f64,
+        "ns",
+    );
+}
+
+/// Ring messages: a token with the hops left, or a stop marker with the goroutines left.
+const STOP: u64 = 1 << 63;
+const RING: usize = 1000;
+
+fn ring(n: usize) {
+    let chans: Arc<Vec<Rendezvous<u64>>> =
+        Arc::new((0..RING).map(|_| Rendezvous::default()).collect());
+    let done = Arc::new(Rendezvous::<usize>::default());
+    let hs: Vec<_> = (0..RING)
+        .map(|i| {
+            let (chans, done) = (chans.clone(), done.clone());
+            goro::spawn(move || {
+                let next = &chans[(i + 1) % RING];
+                loop {
+                    let m = chans[i].recv();
+                    if m & STOP != 0 {
+                        let left = m & !STOP;
+                        if left > 1 {
+                            next.send(STOP | (left - 1));
+                        }
+                        return;
+                    }
+                    if m == 0 {
+                        done.send(i);
+                        next.send(STOP | (RING as u64 - 1));
+                        return;
+                    }
+                    next.send(m - 1);
+                }
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    chans[0].send(n as u64);
+    let last = done.recv();
+    let el = t.elapsed();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(last, n % RING);
+    row("ring", "per_hop", el.as_secs_f64() * 1e9 / n as f64, "ns");
+}
+
+/// One fan-out task: 1,000 rounds of an LCG with a xor-shift (the peers do the same).
+fn lcg(seed: u64) -> u64 {
+    let mut x = seed;
+    for _ in 0..1000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        x ^= x >> 33;
+    }
+    x
+}
+
+/// Spawns `n` tasks and waits for all (a counter and a park: a minimal WaitGroup); returns
+/// (milliseconds, checksum).
+fn fanout_once(n: usize, procs: usize) -> (f64, u64) {
+    goro::Builder::new().max_procs(procs).run(move || {
+        let sum = Arc::new(AtomicU64::new(0));
+        let left = Arc::new(AtomicUsize::new(n));
+        let main = goro::current();
+        let t = Instant::now();
+        for i in 0..n as u64 {
+            let (sum, left, main) = (sum.clone(), left.clone(), main.clone());
+            goro::spawn(move || {
+                sum.fetch_add(lcg(i), Ordering::Relaxed);
+                if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    main.unpark();
+                }
+            });
+        }
+        while left.load(Ordering::Acquire) != 0 {
+            goro::park();
+        }
+        (t.elapsed().as_secs_f64() * 1e3, sum.load(Ordering::Relaxed))
+    })
+}
+
+fn fanout(n: usize) {
+    let (t1, s1) = fanout_once(n, 1);
+    let (t2, s2) = fanout_once(n, 2);
+    assert_eq!(s1, s2);
+    row("fanout", "procs1", t1, "ms");
+    row("fanout", "procs2", t2, "ms");
+    row("fanout", "speedup", t1 / t2, "x");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -144,6 +272,10 @@ fn main() {
                 .parse::<usize>()
                 .expect("--n takes a number")
         });
+    if workload == "fanout" {
+        // Two runtimes in turn (one and two processors), so not inside `goro::run`.
+        return fanout(n.unwrap_or(1_000_000));
+    }
     goro::run(move || match workload.as_str() {
         "spawn_idle" => {
             let n = n.unwrap_or(1_000_000);
@@ -152,9 +284,11 @@ fn main() {
         }
         "spawn_join" => spawn_join(n.unwrap_or(1_000_000)),
         "stack_grow" => stack_grow(n.unwrap_or(200)),
+        "pingpong" => pingpong(n.unwrap_or(1_000_000)),
+        "ring" => ring(n.unwrap_or(1_000_000)),
         "" => {} // `cargo bench` with no workload runs nothing
         w => {
-            eprintln!("compare_goro: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow)");
+            eprintln!("compare_goro: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout)");
             std::process::exit(2);
         }
     });

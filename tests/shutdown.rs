@@ -1,67 +1,171 @@
-//! What happens to goroutines when the runtime stops (alone in its binary: it must own the
-//! runtime it stops).
+//! What happens to goroutines still alive when the runtime stops: they are unwound on the
+//! thread returning from `run` (see `runtime/src/sched/shutdown.rs`). Alone in its binary, and
+//! the tests take turns: each must own the runtime it stops.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-#[test]
-fn goroutines_left_at_shutdown_are_not_unwound() {
-    // A goroutine still runnable when main returns, whose handle is gone: the runtime stops
-    // without running it again and without unwinding it (its destructors never run, as in
-    // Go, rather than running on some other thread outside any goroutine).
-    static DROPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    struct Guard;
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            DROPPED.store(true, Ordering::SeqCst);
-        }
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records, when dropped, the goroutine it was dropped in (0 if none).
+struct Guard(&'static AtomicU64);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0
+            .store(goro::try_current().map_or(0, |g| g.id()), Ordering::SeqCst);
     }
-    let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s2 = started.clone();
-    goro::Builder::new()
-        .thread_name("shutdown-test")
-        .run(move || {
-            drop(goro::spawn(move || {
-                let _g = Guard;
-                s2.store(true, Ordering::SeqCst);
-                loop {
-                    goro::yield_now();
-                }
-            }));
-            while !started.load(Ordering::SeqCst) {
-                goro::yield_now();
-            }
-        });
-    assert!(
-        !DROPPED.load(Ordering::SeqCst),
-        "a goroutine was unwound at shutdown"
-    );
 }
 
 #[test]
-fn plain_thread_goroutine_outlives_the_run_it_joined() {
-    // A plain thread spawns while another thread's `run` owns the runtime; that `run` returns
-    // first. The plain thread's goroutine must still run to completion.
-    let (in_run_tx, in_run_rx) = std::sync::mpsc::channel::<()>();
-    let (spawned_tx, spawned_rx) = std::sync::mpsc::channel::<()>();
-    let runner = std::thread::spawn(move || {
-        goro::run(move || {
-            in_run_tx.send(()).unwrap();
-            spawned_rx.recv().unwrap(); // blocks this goroutine's M; fine for the test
+fn runnable_and_parked_goroutines_are_unwound_inside_themselves() {
+    let _s = serial();
+    static RUNNABLE: AtomicU64 = AtomicU64::new(u64::MAX);
+    static PARKED: AtomicU64 = AtomicU64::new(u64::MAX);
+    let ready = Arc::new(AtomicUsize::new(0));
+    let r2 = ready.clone();
+    let (ids, parked_handle) = goro::Builder::new()
+        .max_procs(2)
+        .thread_name("shutdown-test")
+        .run(move || {
+            let r3 = r2.clone();
+            let spinner = goro::spawn(move || {
+                let _g = Guard(&RUNNABLE);
+                r3.fetch_add(1, Ordering::SeqCst);
+                loop {
+                    goro::yield_now();
+                }
+            });
+            let r4 = r2.clone();
+            let parked = goro::spawn(move || {
+                let _g = Guard(&PARKED);
+                let _big = vec![7u8; 1 << 20]; // owned by the parked stack: freed by the unwind
+                r4.fetch_add(1, Ordering::SeqCst);
+                loop {
+                    goro::park(); // never unparked
+                }
+            });
+            while r2.load(Ordering::SeqCst) < 2 {
+                goro::yield_now();
+            }
+            let ids = (spinner.goroutine().id(), parked.goroutine().id());
+            drop(spinner);
+            (ids, parked)
         });
-    });
-    in_run_rx.recv().unwrap();
-    let go_on = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let g2 = go_on.clone();
-    let h = goro::spawn(move || {
-        while !g2.load(Ordering::Acquire) {
-            goro::park();
+    assert_eq!(
+        RUNNABLE.load(Ordering::SeqCst),
+        ids.0,
+        "the runnable goroutine's destructors did not run inside it"
+    );
+    assert_eq!(PARKED.load(Ordering::SeqCst), ids.1);
+    // The handle outlived the runtime: joining reports the drop.
+    let err = parked_handle.join().unwrap_err();
+    assert_eq!(
+        err.message(),
+        Some(format!("goroutine {} was dropped when its runtime shut down", ids.1).as_str())
+    );
+    assert_eq!(goro::num_goroutine(), 0, "goroutines left after shutdown");
+}
+
+#[test]
+fn destructors_that_park_or_join_during_shutdown_do_not_hang() {
+    let _s = serial();
+    static DONE: AtomicBool = AtomicBool::new(false);
+    struct Waits(Option<goro::JoinHandle<()>>);
+    impl Drop for Waits {
+        fn drop(&mut self) {
+            goro::park(); // returns at once while unwinding
+            goro::yield_now();
+            let r = self.0.take().unwrap().join();
+            DONE.store(r.is_err(), Ordering::SeqCst);
         }
-        42
+    }
+    goro::Builder::new().max_procs(1).run(|| {
+        let other = goro::spawn(|| loop {
+            goro::park();
+        });
+        goro::spawn(move || {
+            let _w = Waits(Some(other));
+            loop {
+                goro::park();
+            }
+        });
+        goro::yield_now();
+        goro::yield_now();
     });
-    spawned_tx.send(()).unwrap();
-    runner.join().unwrap(); // the `run` has returned
-    go_on.store(true, Ordering::Release);
-    h.goroutine().unpark();
-    assert_eq!(h.join().unwrap(), 42);
+    assert!(
+        DONE.load(Ordering::SeqCst),
+        "the destructor's join did not report the drop"
+    );
+    assert_eq!(goro::num_goroutine(), 0);
+}
+
+#[test]
+fn goroutines_spawned_or_woken_by_destructors_are_unwound_too() {
+    let _s = serial();
+    static SPAWNED_DROPPED: AtomicBool = AtomicBool::new(false);
+    struct SpawnsOnDrop;
+    impl Drop for SpawnsOnDrop {
+        fn drop(&mut self) {
+            struct Flag;
+            impl Drop for Flag {
+                fn drop(&mut self) {
+                    SPAWNED_DROPPED.store(true, Ordering::SeqCst);
+                }
+            }
+            let f = Flag;
+            drop(goro::spawn(move || {
+                let _f = f;
+                loop {
+                    goro::park();
+                }
+            }));
+        }
+    }
+    goro::Builder::new().max_procs(2).run(|| {
+        goro::spawn(|| {
+            let _s = SpawnsOnDrop;
+            loop {
+                goro::park();
+            }
+        });
+        goro::yield_now();
+    });
+    assert!(SPAWNED_DROPPED.load(Ordering::SeqCst));
+    assert_eq!(goro::num_goroutine(), 0);
+}
+
+#[test]
+fn many_parked_goroutines_are_reclaimed_and_the_runtime_restarts() {
+    let _s = serial();
+    for round in 0..3 {
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        struct Count;
+        impl Drop for Count {
+            fn drop(&mut self) {
+                DROPS.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        DROPS.store(0, Ordering::SeqCst);
+        goro::Builder::new().max_procs(2).run(|| {
+            let parked = Arc::new(AtomicUsize::new(0));
+            for _ in 0..10_000 {
+                let p = parked.clone();
+                goro::spawn(move || {
+                    let _c = Count;
+                    p.fetch_add(1, Ordering::SeqCst);
+                    loop {
+                        goro::park();
+                    }
+                });
+            }
+            while parked.load(Ordering::SeqCst) < 10_000 {
+                goro::yield_now();
+            }
+        });
+        assert_eq!(DROPS.load(Ordering::SeqCst), 10_000, "round {round}");
+        assert_eq!(goro::num_goroutine(), 0);
+    }
 }

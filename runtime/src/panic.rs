@@ -15,6 +15,14 @@ impl Panic {
         Panic { payload }
     }
 
+    /// What a joiner gets from a goroutine its runtime dropped at shutdown (unwound, or never
+    /// started).
+    pub(crate) fn dropped(id: u64) -> Panic {
+        Panic::new(Box::new(format!(
+            "goroutine {id} was dropped when its runtime shut down"
+        )))
+    }
+
     /// The panic message, when the payload is a string (as with `panic!("...")`).
     pub fn message(&self) -> Option<&str> {
         if let Some(s) = self.payload.downcast_ref::<&'static str>() {

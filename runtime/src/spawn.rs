@@ -96,7 +96,7 @@ impl SpawnBuilder {
         T: Send + 'static,
     {
         let size = self.stack_size.unwrap_or(rt.config.stack_size);
-        let cell = g::new_goroutine(f, size).map_err(SpawnError)?;
+        let cell = g::new_goroutine(f, size, rt.id).map_err(SpawnError)?;
         sched::ready_new(rt, cell.untyped().clone());
         Ok(JoinHandle { cell })
     }

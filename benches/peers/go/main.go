@@ -1,7 +1,7 @@
 // Go peer for benches/compare: the same workloads as goro's compare_goro bench,
 // run on Go's own runtime. Standard library only.
 //
-//	goropeer <spawn_idle|spawn_join|stack_grow> [--n N]
+//	goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout> [--n N]
 //
 // Prints rows "workload go metric value unit" on stdout.
 //
@@ -15,6 +15,23 @@
 //     (~1 MiB of stack). fresh: a new goroutine per iteration (its stack starts small and grows
 //     by copying), us per spawn+recurse+exit; warm: one goroutine whose stack already grew,
 //     us per recursion.
+//   - pingpong (N=1,000,000): the main goroutine and one other goroutine bounce an integer over
+//     two unbuffered (rendezvous) chan int: main sends i on a, the peer receives it and sends it
+//     back on b, main receives it; the values are summed and checked. round_trip = ns per round
+//     trip. Closing a ends the peer.
+//   - ring (N=1,000,000 hops): 1,000 goroutines in a ring of unbuffered chan int, goroutine i
+//     receiving from chans[i] and sending to chans[(i+1)%1000]. Main injects the token N into
+//     chans[0]; a goroutine that receives t>0 passes t-1 on, the one that receives 0 tells main
+//     (unbuffered done channel) and then sends STOP(999) on; STOP(k) is encoded as -k. A
+//     goroutine receiving STOP(k) passes STOP(k-1) on if k>1 and exits (STOP(1)'s receiver's
+//     successor is the one that already left). per_hop = ns from the injection to main getting
+//     done, divided by N. Main then waits for all 1,000 to have exited (outside the timing).
+//   - fanout (N=1,000,000 goroutines): start N goroutines that each run 1,000 rounds of
+//     x = x*6364136223846793005 + 1442695040888963407; x ^= x >> 33 (uint64, wrapping) from
+//     x = their index and atomically add x to a shared sum; main waits on a sync.WaitGroup.
+//     Wall time from the first go to Wait returning, first with runtime.GOMAXPROCS(1) (procs1),
+//     then GOMAXPROCS(2) (procs2), in this process; speedup = procs1/procs2. The two sums must
+//     match (the sum is also printed on stderr, to compare with the other implementations).
 package main
 
 import (
@@ -24,6 +41,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -138,10 +156,114 @@ func stackGrow(n int) {
 	row("stack_grow", "warm", warm, "us")
 }
 
+func pingpong(n int) {
+	a := make(chan int) // unbuffered: rendezvous
+	b := make(chan int)
+	go func() {
+		for v := range a {
+			b <- v
+		}
+	}()
+	var sum uint64
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		a <- i
+		sum += uint64(<-b)
+	}
+	el := time.Since(t0)
+	close(a)
+	if want := uint64(n) * (uint64(n) - 1) / 2; sum != want {
+		fmt.Fprintf(os.Stderr, "pingpong: checksum %d, want %d\n", sum, want)
+		os.Exit(1)
+	}
+	row("pingpong", "round_trip", float64(el.Nanoseconds())/float64(n), "ns")
+}
+
+const ringSize = 1000
+
+func ring(n int) {
+	// A token t >= 0 goes round; STOP(k), k >= 1, travels as -k.
+	chans := make([]chan int, ringSize)
+	for i := range chans {
+		chans[i] = make(chan int) // unbuffered: rendezvous
+	}
+	done := make(chan struct{})
+	var exited sync.WaitGroup
+	exited.Add(ringSize)
+	for i := 0; i < ringSize; i++ {
+		in, out := chans[i], chans[(i+1)%ringSize]
+		go func() {
+			defer exited.Done()
+			for {
+				t := <-in
+				switch {
+				case t > 0:
+					out <- t - 1
+				case t == 0:
+					done <- struct{}{}
+					out <- -(ringSize - 1) // STOP(999)
+					return
+				default: // STOP(k)
+					if k := -t; k > 1 {
+						out <- -(k - 1)
+					}
+					return
+				}
+			}
+		}()
+	}
+	t0 := time.Now()
+	chans[0] <- n
+	<-done
+	el := time.Since(t0)
+	exited.Wait()
+	row("ring", "per_hop", float64(el.Nanoseconds())/float64(n), "ns")
+}
+
+func fanoutWork(seed uint64) uint64 {
+	x := seed
+	for r := 0; r < 1000; r++ {
+		x = x*6364136223846793005 + 1442695040888963407
+		x ^= x >> 33
+	}
+	return x
+}
+
+// fanoutOnce runs the fanout workload under GOMAXPROCS(procs): wall time and the sum.
+func fanoutOnce(n, procs int) (time.Duration, uint64) {
+	runtime.GOMAXPROCS(procs)
+	runtime.GC() // start from a clean heap, outside the timing
+	var sum uint64
+	var wg sync.WaitGroup
+	wg.Add(n)
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		go func(seed uint64) {
+			atomic.AddUint64(&sum, fanoutWork(seed))
+			wg.Done()
+		}(uint64(i))
+	}
+	wg.Wait()
+	return time.Since(t0), atomic.LoadUint64(&sum)
+}
+
+func fanout(n int) {
+	d1, s1 := fanoutOnce(n, 1)
+	d2, s2 := fanoutOnce(n, 2)
+	fmt.Fprintf(os.Stderr, "goropeer: fanout n=%d checksum %d\n", n, s1)
+	if s1 != s2 {
+		fmt.Fprintf(os.Stderr, "fanout: checksum %d with 1 proc, %d with 2\n", s1, s2)
+		os.Exit(1)
+	}
+	row("fanout", "procs1", ms(d1), "ms")
+	row("fanout", "procs2", ms(d2), "ms")
+	fmt.Printf("fanout go speedup %.2f x\n", float64(d1)/float64(d2))
+}
+
 func main() {
 	args := os.Args[1:]
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: goropeer <spawn_idle|spawn_join|stack_grow> [--n N]")
+		fmt.Fprintln(os.Stderr, "usage: goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout> [--n N]")
 		os.Exit(2)
 	}
 	n := -1
@@ -168,8 +290,14 @@ func main() {
 		spawnJoin(orDefault(1_000_000))
 	case "stack_grow":
 		stackGrow(orDefault(200))
+	case "pingpong":
+		pingpong(orDefault(1_000_000))
+	case "ring":
+		ring(orDefault(1_000_000))
+	case "fanout":
+		fanout(orDefault(1_000_000))
 	default:
-		fmt.Fprintf(os.Stderr, "unknown workload %q (spawn_idle, spawn_join, stack_grow)\n", args[0])
+		fmt.Fprintf(os.Stderr, "unknown workload %q (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout)\n", args[0])
 		os.Exit(2)
 	}
 }

@@ -128,13 +128,18 @@ unsafe fn destroy<T>(ptr: NonNull<G>) {
 
 /// Creates a goroutine running `f` on a fresh slot and returns its cell, not yet queued: the
 /// caller queues a clone, which becomes the scheduling reference.
-pub(crate) fn new_goroutine<F, T>(f: F, stack_size: usize) -> Result<TypedGRef<T>, GuardError>
+pub(crate) fn new_goroutine<F, T>(
+    f: F,
+    stack_size: usize,
+    runtime: usize,
+) -> Result<TypedGRef<T>, GuardError>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
     let slot = StackSlot::new(stack_size)?;
     let header = G::new(slot.lo(), slot.size(), destroy::<T>);
+    let id = header.id;
     let mem = slab::alloc(Layout::new::<GCell<T>>()).cast::<GCell<T>>();
     // SAFETY: fresh memory of the right layout, written once before anything reads it.
     unsafe {
@@ -148,6 +153,7 @@ where
         _out: PhantomData,
     };
     let gp: *const G = mem.as_ptr().cast();
+    slot.set_owner(gp as usize, runtime);
     // SAFETY: the cell is alive while the coroutine runs (the M running it holds a reference).
     let out: *const OutputSlot<T> = unsafe { &(*mem.as_ptr()).out };
     let coro = Coro::with_stack(slot, move |yielder: &Yielder<(), Switch>, ()| {
@@ -156,6 +162,11 @@ where
         // which stays put (stacks never move) until the coroutine returns.
         unsafe { *(*gp).yielder.get() = yielder };
         let mut result = catch_unwind(AssertUnwindSafe(f)).map_err(crate::Panic::new);
+        // SAFETY: as above.
+        if unsafe { (*gp).is_dying() } {
+            // Unwound by the runtime's shutdown (corosensei's forced unwind, caught here).
+            result = Err(crate::Panic::dropped(id));
+        }
         // Goroutine-locals die inside the goroutine, before its result is published.
         // SAFETY: `gp` is alive (see above); `locals` is only ever touched by this goroutine.
         if let Some(p) = crate::local::drop_goroutine_locals(unsafe { &(*gp).locals }) {

@@ -6,8 +6,8 @@
 //!   moved, never cloned: a run queue holds it while the G is RUNNABLE, the M while RUNNING, and
 //!   the G itself (`parked_ref`) while WAITING. The M stores it there *before* committing the
 //!   park; the `unpark` that wins WAITING → RUNNABLE takes it out and queues it. So a goroutine
-//!   parked forever is never freed under its own feet (it is never unwound from some other
-//!   context): like Go, it leaks until woken. Moving instead of cloning saves two atomic
+//!   parked forever is never freed under its own feet: like Go, it stays until woken, or until
+//!   its runtime's shutdown unwinds it (`sched/shutdown.rs`). Moving instead of cloning saves two atomic
 //!   read-modify-writes per park and per spawn on the hot path;
 //! - `Goroutine` and `JoinHandle` handles own one reference each.
 //!
@@ -121,6 +121,8 @@ pub(crate) struct G {
     /// The M that last ran this goroutine (`NO_M` before its first run): written by that M
     /// after each switch-out, read by the next M to run it (`sched/pin.rs`).
     last_m: AtomicUsize,
+    /// Set by the runtime's shutdown before it unwinds the goroutine: switches return at once.
+    dying: std::sync::atomic::AtomicBool,
     /// Goroutine-local values (`crate::local`), created on first use; only the goroutine
     /// itself touches them.
     pub(crate) locals: UnsafeCell<Option<Box<crate::local::LocalMap>>>,
@@ -133,14 +135,16 @@ pub(crate) struct G {
 impl Drop for G {
     /// A goroutine that started and did not finish is never unwound from here: its destructors
     /// would run on whatever thread dropped the last reference, outside any goroutine (a
-    /// destructor that parks would block that thread for good). This happens only to a
-    /// goroutine left runnable when its runtime stopped (a parked one keeps itself alive), and,
-    /// like Go at the end of `main`, it is simply never run again: the coroutine and its stack
-    /// slot are leaked, which is sound (nothing runs on or points into it from outside).
+    /// destructor that parks would block that thread for good). The runtime's shutdown unwinds
+    /// every goroutine before it lets go of them, so this is a last resort (a goroutine woken
+    /// after its runtime is gone): the coroutine and its stack slot are leaked, which is sound
+    /// (nothing runs on or points into it from outside).
     fn drop(&mut self) {
         if let Some(coro) = self.coro.get_mut().take() {
             if coro.started() && !coro.done() {
                 std::mem::forget(coro);
+                // The slot stays with the leaked coroutine; its header must not name us.
+                crate::stack::clear_owner(self.stack_lo, self.stack_size);
                 // Its goroutine-locals too: their destructors expect to run inside it.
                 std::mem::forget(self.locals.get_mut().take());
             }
@@ -175,6 +179,7 @@ impl G {
             waiter: UnsafeCell::new(None),
             parked_ref: UnsafeCell::new(None),
             last_m: AtomicUsize::new(NO_M),
+            dying: std::sync::atomic::AtomicBool::new(false),
             locals: UnsafeCell::new(None),
             refs: AtomicUsize::new(1),
             destroy,
@@ -295,6 +300,10 @@ impl G {
         )
     }
 
+    pub(crate) fn is_dying(&self) -> bool {
+        self.dying.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn is_complete(&self) -> bool {
         self.join.load(Ordering::Acquire) & COMPLETE != 0
     }
@@ -337,6 +346,32 @@ mod live {
         }
     }
 
+    impl G {
+        /// Shutdown: takes the scheduling reference of a parked goroutine (as `unpark` does,
+        /// without queueing it). `None` if it is not parked.
+        pub(crate) fn take_parked(&self) -> Option<GRef> {
+            if !self.transition_to_notified() {
+                return None;
+            }
+            // SAFETY: we won WAITING → RUNNABLE, which makes us the owner of `parked_ref`.
+            unsafe { (*self.parked_ref.get()).take() }
+        }
+
+        /// Shutdown: unwinds the goroutine's stack on the calling thread (destructors run as
+        /// if the goroutine panicked where it is suspended), or drops its closure if it never
+        /// started. The caller then calls `finish`.
+        ///
+        /// # Safety
+        /// The caller must have moved the G to RUNNING and set CURRENT_G to it.
+        pub(crate) unsafe fn force_unwind(&self) {
+            self.dying.store(true, std::sync::atomic::Ordering::Relaxed);
+            // SAFETY: RUNNING gives the caller exclusive use of `coro` (caller contract).
+            if let Some(coro) = unsafe { (*self.coro.get()).as_mut() } {
+                coro.force_unwind();
+            }
+        }
+    }
+
     /// Called by the M after the goroutine switched out to park: commits the park, handing
     /// the scheduling reference `me` to the G. Returns it back if a token was pending (the G
     /// is RUNNABLE again and must run at once).
@@ -363,6 +398,11 @@ mod live {
 
     /// Switches from the running goroutine `g` back to its M.
     pub(crate) fn switch_out(g: &G, why: Switch) {
+        if g.is_dying() {
+            // Being unwound at shutdown: nothing will resume us, so a park or yield in a
+            // destructor returns at once (a spurious wake-up, which `park` allows).
+            return;
+        }
         // SAFETY: `yielder` was set when this goroutine started, and we are that goroutine
         // (only the running goroutine calls `switch_out` on its own G).
         let yielder = unsafe { &**g.yielder.get() };
@@ -416,13 +456,19 @@ mod live {
                 drop(unsafe { (*g.waiter.get()).take() });
             } else {
                 while !g.is_complete() {
+                    if tls::with_current_g(|me| me.is_some_and(G::is_dying)) {
+                        // Joining from a destructor during shutdown: nothing runs the other
+                        // goroutine any more except the shutdown itself; do not wait.
+                        return Err(crate::Panic::dropped(g.id));
+                    }
                     crate::park();
                 }
             }
         }
         // SAFETY: COMPLETE was observed with acquire, after the goroutine wrote its output;
-        // `join` consumes the handle, so this is the only read.
-        unsafe { (*cell.out.0.get()).take() }.expect("a complete goroutine has an output")
+        // `join` consumes the handle, so this is the only read. A goroutine dropped before
+        // it started never wrote one.
+        unsafe { (*cell.out.0.get()).take() }.unwrap_or_else(|| Err(crate::Panic::dropped(g.id)))
     }
 
     /// See [`crate::stack::release_below_sp`].

@@ -117,7 +117,7 @@ impl M {
         self.inbox_len.store(q.len(), Ordering::Release);
     }
 
-    fn pop_inbox(&self) -> Option<GRef> {
+    pub(crate) fn pop_inbox(&self) -> Option<GRef> {
         let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
         let g = q.pop_front();
         self.inbox_len.store(q.len(), Ordering::Release);
@@ -132,6 +132,30 @@ impl M {
         x ^= x << 5;
         self.rng.store(x, Ordering::Relaxed);
         x
+    }
+}
+
+impl M {
+    fn new(id: usize, rt: &Runtime) -> M {
+        M {
+            id,
+            rt,
+            wake: Mutex::new(Wake::default()),
+            cv: Condvar::new(),
+            inbox: Mutex::new(VecDeque::new()),
+            inbox_len: AtomicUsize::new(0),
+            spinning: AtomicBool::new(false),
+            syscall_p: AtomicUsize::new(NO_P),
+            tls_lo: AtomicUsize::new(0),
+            tls_hi: AtomicUsize::new(0),
+            rng: AtomicU32::new((id as u32).wrapping_mul(0x9E37_79B9) | 1),
+        }
+    }
+
+    /// An M for a thread that is not one of the runtime's (shutdown's unwinding thread): not
+    /// registered, never woken, gone before the runtime.
+    pub(crate) fn stand_in(rt: &Runtime) -> M {
+        M::new(usize::MAX - 1, rt)
     }
 }
 
@@ -153,19 +177,7 @@ pub(crate) fn spawn_m(rt: &Runtime, pid: Option<usize>, spinning: bool) -> std::
             "more than {MAX_MS} scheduler threads (goroutines blocked in `goro::blocking`?)"
         )));
     }
-    let m = Arc::new(M {
-        id,
-        rt,
-        wake: Mutex::new(Wake::default()),
-        cv: Condvar::new(),
-        inbox: Mutex::new(VecDeque::new()),
-        inbox_len: AtomicUsize::new(0),
-        spinning: AtomicBool::new(false),
-        syscall_p: AtomicUsize::new(NO_P),
-        tls_lo: AtomicUsize::new(0),
-        tls_hi: AtomicUsize::new(0),
-        rng: AtomicU32::new((id as u32).wrapping_mul(0x9E37_79B9) | 1),
-    });
+    let m = Arc::new(M::new(id, rt));
     // Published before the thread starts: `allm` is append-only, indexed by id.
     let _ = rt.allm[id].set(m.clone());
     let t = std::thread::Builder::new()

@@ -34,8 +34,8 @@
 //! process exits). `run` holds a user count; the last `run` to return stops the runtime it
 //! started: every M finishes the goroutine it is running (a goroutine in a CPU loop without
 //! preemption points, or in a long `blocking` call, delays this, like a tokio task that never
-//! yields), the threads are joined, and goroutines still queued or parked are never run again
-//! (see `G`'s `Drop`). A `spawn` from a plain thread while a `run` owns the runtime makes it
+//! yields), the threads are joined, and goroutines still queued or parked are unwound on the
+//! returning thread (`shutdown.rs`), so nothing leaks. A `spawn` from a plain thread while a `run` owns the runtime makes it
 //! the background runtime, since nothing else would keep that goroutine's runtime going.
 
 mod blocking;
@@ -43,6 +43,7 @@ mod m;
 mod p;
 mod pin;
 pub(crate) mod runq;
+mod shutdown;
 mod sysmon;
 
 pub use blocking::blocking;
@@ -91,6 +92,8 @@ pub(crate) struct Sched {
 }
 
 pub(crate) struct Runtime {
+    /// Unique in the process (tags this runtime's stack slots, see `shutdown.rs`).
+    pub(crate) id: usize,
     me: Weak<Runtime>,
     sched: Mutex<Sched>,
     /// Length of the global queue, written under the lock, read without it (a hint).
@@ -218,7 +221,9 @@ impl Runtime {
     fn start(config: Config) -> Arc<Runtime> {
         crate::signal::install_handler();
         let procs = resolve_procs(config.max_procs);
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
         let rt = Arc::new_cyclic(|me| Runtime {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             me: me.clone(),
             sched: Mutex::new(Sched {
                 global: VecDeque::new(),
@@ -401,6 +406,8 @@ impl Drop for Entered {
                 let _ = t.join();
             }
         }
+        // No M is left: unwind the goroutines still alive (`shutdown.rs`).
+        shutdown::unwind_all(rt);
     }
 }
 

@@ -255,3 +255,14 @@ pub(crate) fn resident_bytes(lo: usize, hi: usize) -> usize {
     }
     total
 }
+
+/// Fills `vec` with one residency byte per page of `[lo, hi)` (bit 0 set: resident), one
+/// `mincore` call. Returns false if the call failed.
+pub(crate) fn resident_map(lo: usize, hi: usize, vec: &mut Vec<u8>) -> bool {
+    let pages = (hi - lo) / PAGE;
+    vec.clear();
+    vec.resize(pages, 0);
+    // SAFETY: `[lo, hi)` lies inside a live reservation (never unmapped) and `vec` has one
+    // entry per page of it.
+    unsafe { libc::mincore(lo as *mut libc::c_void, pages * PAGE, vec.as_mut_ptr()) == 0 }
+}

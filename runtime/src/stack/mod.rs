@@ -54,6 +54,20 @@ pub const RED_ZONE: usize = PAGE;
 /// std calls need far more than Go's 2 KiB (a caught panic ~5.4 KiB, a backtrace ~22 KiB).
 pub const DEFAULT_STACK_SIZE: usize = 256 << 10;
 
+/// Bytes at the very top of every slot kept out of the stack: the slot header. While a
+/// goroutine owns the slot its first word is the goroutine's descriptor address and its second
+/// the id of the goroutine's runtime; both are 0 otherwise. The runtime's shutdown finds
+/// goroutines no queue holds (parked ones) through it.
+pub(crate) const SLOT_HEADER: usize = 16;
+
+/// Word `i` (0: owner, 1: runtime id) of the header of the slot ending at `hi`.
+fn header_word(hi: usize, i: usize) -> &'static std::sync::atomic::AtomicUsize {
+    // SAFETY: `[hi - SLOT_HEADER, hi)` of a carved slot is mapped read-write for the life of
+    // the process (reservations are never unmapped), aligned, and used only as these atomics
+    // (the stack starts below it).
+    unsafe { &*((hi - SLOT_HEADER + 8 * i) as *const std::sync::atomic::AtomicUsize) }
+}
+
 /// The stack slot a goroutine runs on. Owned by the goroutine's coroutine; returned to the pool
 /// when dropped, which happens only after the coroutine finished (or never ran).
 pub(crate) struct StackSlot {
@@ -80,6 +94,59 @@ impl StackSlot {
 
     pub(crate) fn hi(&self) -> usize {
         self.lo + self.size()
+    }
+
+    /// Records the goroutine that owns this slot, and its runtime, in the header.
+    pub(crate) fn set_owner(&self, g: usize, runtime: usize) {
+        set_owner(self.hi(), g, runtime);
+    }
+}
+
+fn set_owner(hi: usize, g: usize, runtime: usize) {
+    use std::sync::atomic::Ordering::Release;
+    if g == 0 {
+        header_word(hi, 0).store(0, Release);
+        header_word(hi, 1).store(0, Release);
+    } else {
+        header_word(hi, 1).store(runtime, Release);
+        header_word(hi, 0).store(g, Release);
+    }
+}
+
+/// Clears the owner of the slot `[lo, lo + size)` (a goroutine leaked with its slot).
+pub(crate) fn clear_owner(lo: usize, size: usize) {
+    set_owner(lo + size, 0, 0);
+}
+
+/// Calls `f` with the owner recorded in every carved slot owned by a goroutine of `runtime`.
+/// Only slots whose top page is resident are read (an owned slot's header was written, so its
+/// page is resident; reading the others would fault zero pages in for nothing). Other
+/// runtimes' slots may change owner meanwhile: their headers are only compared, as atomics.
+/// The caller must make sure its own runtime's owners do not change meanwhile.
+pub(crate) fn for_each_owner(runtime: usize, mut f: impl FnMut(usize)) {
+    let mut map = Vec::new();
+    for (lo, hi, size) in pool::carved_slot_ranges() {
+        let mut a = lo;
+        while a < hi {
+            // One `mincore` per chunk of up to 4,096 slots; then the top page of each.
+            let n = ((hi - a) / size).min(4096);
+            if madvise::resident_map(a, a + n * size, &mut map) {
+                for i in 0..n {
+                    if map[(i + 1) * size / PAGE - 1] & 1 == 0 {
+                        continue;
+                    }
+                    let hi = a + (i + 1) * size;
+                    if header_word(hi, 1).load(std::sync::atomic::Ordering::Acquire) != runtime {
+                        continue;
+                    }
+                    let g = header_word(hi, 0).load(std::sync::atomic::Ordering::Acquire);
+                    if g != 0 {
+                        f(g);
+                    }
+                }
+            }
+            a += n * size;
+        }
     }
 }
 
@@ -125,16 +192,18 @@ impl SlotView {
 
 impl Drop for StackSlot {
     fn drop(&mut self) {
+        set_owner(self.hi(), 0, 0);
         pool::free(self.class, self.lo);
     }
 }
 
-// SAFETY: `base` and `limit` are page aligned (so `STACK_ALIGNMENT`-aligned), `limit` includes
-// the guard page, and the range is mapped read-write (bar the guard) for as long as the slot is
-// owned: reservations are never unmapped and a slot is owned by one coroutine at a time.
+// SAFETY: `base` (below the 16-byte header) and `limit` are 16-byte aligned (so
+// `STACK_ALIGNMENT`-aligned), `limit` includes the guard page, and the range is mapped
+// read-write (bar the guard) for as long as the slot is owned: reservations are never unmapped
+// and a slot is owned by one coroutine at a time.
 unsafe impl Stack for StackSlot {
     fn base(&self) -> StackPointer {
-        NonZeroUsize::new(self.hi()).expect("slot address is non-zero")
+        NonZeroUsize::new(self.hi() - SLOT_HEADER).expect("slot address is non-zero")
     }
     fn limit(&self) -> StackPointer {
         NonZeroUsize::new(self.lo).expect("slot address is non-zero")

@@ -366,3 +366,22 @@ pub(crate) fn carved_ranges() -> Vec<(usize, usize)> {
     });
     out
 }
+
+/// Carved slots of every class as `(first slot, end of carving, slot size)`: whole
+/// reservations, except each class's current one, carved up to its bump pointer.
+pub(crate) fn carved_slot_ranges() -> Vec<(usize, usize, usize)> {
+    let mut regions = Vec::new();
+    reservation::for_each(|base, len, size| regions.push((base, len, size)));
+    regions
+        .into_iter()
+        .map(|(base, len, size)| {
+            let st = lock(class_of(size));
+            let end = if st.bump >= base && st.bump < base + len {
+                st.bump
+            } else {
+                base + len
+            };
+            (base, end, size)
+        })
+        .collect()
+}

@@ -1,7 +1,8 @@
 //! may peer for `benches/compare`: the same workloads as goro's `compare_goro` bench, run on
 //! `may`'s stackful coroutines.
 //!
-//! `may-peer <spawn_idle|spawn_join|stack_grow> [--n N]`, rows `workload may metric value unit`.
+//! `may-peer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout> [--n N] [--procs P]`, rows
+//! `workload may metric value unit`.
 //!
 //! - `spawn_idle` (N = 1,000,000): spawn N coroutines that each bump a counter and
 //!   `coroutine::park()`; time until the counter reaches N (`spawn_all_parked`), RSS added per
@@ -18,18 +19,50 @@
 //!   new coroutine per iteration (non-default stack sizes are not pooled, so a fresh mmap each
 //!   time), us per spawn+recurse+join; `warm`: one coroutine recursing again, us per recursion.
 //!
+//! - `pingpong` (N = 1,000,000): inside a coroutine ("main"), it and one spawned coroutine bounce
+//!   an integer over two `may::sync::mpsc::channel()`s: main sends i on a, the peer receives it
+//!   and sends it back on b, main receives it; values summed and checked. `round_trip` = ns per
+//!   round trip. may 0.3 has no rendezvous or bounded channel: its channels (`sync::mpsc`,
+//!   `sync::mpmc`, `sync::spsc`) are all unbounded, senders never block; `sync::mpsc`, the
+//!   default one, is used. With one message in flight at a time the exchange is the same, only
+//!   the sender doesn't wait for the receiver to take the value. Dropping a's sender ends the
+//!   peer, which is then joined.
+//! - `ring` (N = 1,000,000 hops): 1,000 coroutines in a ring of `sync::mpsc` channels (as
+//!   above), coroutine i receiving from channel i and sending to channel (i+1)%1000. Main (a
+//!   coroutine) injects `Token(N)` into channel 0; a coroutine receiving `Token(t)`, t>0, passes
+//!   `Token(t-1)` on, the one receiving `Token(0)` tells main (a done channel) and sends
+//!   `Stop(999)` on; one receiving `Stop(k)` passes `Stop(k-1)` on if k>1 and exits. `per_hop`
+//!   = ns from the injection to main getting done, divided by N. All 1,000 are then joined
+//!   (outside the timing).
+//! - `fanout` (N = 1,000,000 coroutines): a spawner coroutine starts N coroutines that each run
+//!   1,000 rounds of x = x*6364136223846793005 + 1442695040888963407; x ^= x >> 33 (wrapping
+//!   u64) from x = their index and add x to a shared `AtomicU64` (relaxed); the last one to
+//!   finish (a countdown of remaining ones, i.e. a wait group) wakes the spawner over a channel.
+//!   Wall time from the first spawn to that wake-up. may's worker count is fixed once its
+//!   scheduler has started, so one process measures one count: `--procs P` runs with P workers
+//!   and prints `fanout may procsP <ms> ms` (benches/compare runs it with 1 and 2 and works out
+//!   the speed-up). Without `--procs` the peer runs itself twice that way and prints `procs1`,
+//!   `procs2` and `speedup` like the other peers. The sum goes to stderr
+//!   (`may-peer: fanout n=N procs=P checksum C`) so runs can be compared.
+//!   may allocates a coroutine's stack when it is spawned (two mappings each, see spawn_idle),
+//!   so N coroutines can't all exist at once: the spawner keeps at most `FANOUT_MAX_LIVE`
+//!   (1,000, may's stack pool size, so every stack is a recycled one) started-but-unfinished
+//!   coroutines, yielding while at that limit.
+//!
 //! may's defaults are used (one worker per core, pinned). `MAY_WORKERS=k` overrides the worker
 //! count, for exploring (with 2 workers an idle worker steals the child in `spawn_join`, so
 //! every join is a cross-thread wake-up).
 
 use std::hint::black_box;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use may::coroutine;
 use may::go;
+// may 0.3's default channel; unbounded (it has no rendezvous or bounded channel).
+use may::sync::mpsc;
 
 /// Resident set size, from `VmRSS` in /proc/self/status (kB there, so no page size needed).
 fn rss_bytes() -> usize {
@@ -183,6 +216,169 @@ fn stack_grow(n: usize) {
     row("stack_grow", "warm", warm, "us");
 }
 
+fn pingpong(n: usize) {
+    let round_trip = go!(move || {
+        // Unbounded channels: may 0.3 has no rendezvous/bounded one (see the module docs).
+        let (a_tx, a_rx) = mpsc::channel::<u64>();
+        let (b_tx, b_rx) = mpsc::channel::<u64>();
+        let peer = go!(move || {
+            while let Ok(v) = a_rx.recv() {
+                b_tx.send(v).unwrap();
+            }
+        });
+        let t0 = Instant::now();
+        let mut sum = 0u64;
+        for i in 0..n as u64 {
+            a_tx.send(i).unwrap();
+            sum += b_rx.recv().unwrap();
+        }
+        let el = t0.elapsed();
+        drop(a_tx);
+        peer.join().unwrap();
+        assert_eq!(sum, (n as u64) * (n as u64 - 1) / 2, "checksum");
+        el.as_secs_f64() * 1e9 / n as f64
+    })
+    .join()
+    .unwrap();
+    row("pingpong", "round_trip", round_trip, "ns");
+}
+
+const RING_SIZE: usize = 1000;
+
+enum RingMsg {
+    Token(u64),
+    /// Stop countdown: the receiver forwards `Stop(k - 1)` if k > 1, then exits.
+    Stop(usize),
+}
+
+fn ring(n: usize) {
+    let per_hop = go!(move || {
+        // Unbounded channels: may 0.3 has no rendezvous/bounded one (see the module docs).
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..RING_SIZE).map(|_| mpsc::channel::<RingMsg>()).unzip();
+        // Whichever coroutine sees Token(0) reports on `done` (every one holds a sender).
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let mut hs = Vec::with_capacity(RING_SIZE);
+        for (i, rx) in rxs.into_iter().enumerate() {
+            let out = txs[(i + 1) % RING_SIZE].clone();
+            let done = done_tx.clone();
+            hs.push(go!(move || loop {
+                match rx.recv().expect("ring channel closed") {
+                    RingMsg::Token(0) => {
+                        done.send(()).unwrap();
+                        out.send(RingMsg::Stop(RING_SIZE - 1)).unwrap();
+                        return;
+                    }
+                    RingMsg::Token(t) => out.send(RingMsg::Token(t - 1)).unwrap(),
+                    RingMsg::Stop(k) => {
+                        if k > 1 {
+                            out.send(RingMsg::Stop(k - 1)).unwrap();
+                        }
+                        return;
+                    }
+                }
+            }));
+        }
+        drop(done_tx);
+        let inject = txs[0].clone();
+        drop(txs);
+        let t0 = Instant::now();
+        inject.send(RingMsg::Token(n as u64)).unwrap();
+        done_rx.recv().unwrap();
+        let el = t0.elapsed();
+        for h in hs {
+            h.join().unwrap();
+        }
+        el.as_secs_f64() * 1e9 / n as f64
+    })
+    .join()
+    .unwrap();
+    row("ring", "per_hop", per_hop, "ns");
+}
+
+/// At most this many fanout coroutines exist at once: may's stack pool size (see the docs).
+const FANOUT_MAX_LIVE: usize = 1000;
+
+#[inline]
+fn fanout_work(seed: u64) -> u64 {
+    let mut x = seed;
+    for _ in 0..1000 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x ^= x >> 33;
+    }
+    x
+}
+
+/// One fanout run on may's scheduler as configured (`procs` workers): prints the row.
+fn fanout_procs(n: usize, procs: usize) {
+    let max_live = FANOUT_MAX_LIVE.min(may::config().get_pool_capacity().max(1));
+    let (ms, sum) = go!(move || {
+        let sum = Arc::new(AtomicU64::new(0));
+        let remaining = Arc::new(AtomicUsize::new(n));
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let t0 = Instant::now();
+        for i in 0..n {
+            // Started minus finished; yield (to the coroutines we started) while at the limit.
+            while i - (n - remaining.load(Ordering::Acquire)) >= max_live {
+                coroutine::yield_now();
+            }
+            let (sum, remaining, done_tx) = (sum.clone(), remaining.clone(), done_tx.clone());
+            go!(move || {
+                sum.fetch_add(fanout_work(i as u64), Ordering::Relaxed);
+                if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    done_tx.send(()).unwrap();
+                }
+            });
+        }
+        done_rx.recv().unwrap();
+        let el = t0.elapsed();
+        (el.as_secs_f64() * 1e3, sum.load(Ordering::Relaxed))
+    })
+    .join()
+    .unwrap();
+    eprintln!("may-peer: fanout n={n} procs={procs} checksum {sum}");
+    row("fanout", &format!("procs{procs}"), ms, "ms");
+}
+
+/// `fanout` without `--procs`: run this program again with `--procs 1` and `--procs 2` (may's
+/// worker count can't change once its scheduler runs) and print all three rows.
+fn fanout_both(n: usize) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut ms = [0.0f64; 2];
+    let mut sums = [String::new(), String::new()];
+    for (k, procs) in [1usize, 2].into_iter().enumerate() {
+        let out = std::process::Command::new(&exe)
+            .args(["fanout", "--n", &n.to_string(), "--procs", &procs.to_string()])
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("running may-peer fanout --procs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprint!("{stderr}");
+        if !out.status.success() {
+            eprintln!("may-peer: fanout --procs {procs} failed: {}", out.status);
+            std::process::exit(1);
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let metric = format!("procs{procs}");
+        ms[k] = stdout
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() == 5 && f[0] == "fanout" && f[2] == metric)
+            .and_then(|f| f[3].parse().ok())
+            .expect("fanout row");
+        sums[k] = stderr
+            .lines()
+            .find_map(|l| l.split_once(" checksum ").map(|(_, c)| c.trim().to_string()))
+            .expect("fanout checksum");
+    }
+    if sums[0] != sums[1] {
+        eprintln!("may-peer: fanout: checksum {} with 1 worker, {} with 2", sums[0], sums[1]);
+        std::process::exit(1);
+    }
+    row("fanout", "procs1", ms[0], "ms");
+    row("fanout", "procs2", ms[1], "ms");
+    println!("fanout may speedup {:.2} x", ms[0] / ms[1]);
+}
+
 fn main() {
     if let Some(w) = std::env::var("MAY_WORKERS").ok().and_then(|w| w.parse().ok()) {
         may::config().set_workers(w);
@@ -195,12 +391,30 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|v| v.replace('_', "").parse::<usize>().expect("--n takes a number"))
         .filter(|&n| n > 0);
+    let procs = args
+        .iter()
+        .position(|a| a == "--procs")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse::<usize>().expect("--procs takes a number"))
+        .filter(|&p| p > 0);
+    if let Some(p) = procs {
+        may::config().set_workers(p); // before anything starts may's scheduler
+    }
     match workload.as_str() {
         "spawn_idle" => spawn_idle(n.unwrap_or(1_000_000)),
         "spawn_join" => spawn_join(n.unwrap_or(1_000_000)),
         "stack_grow" => stack_grow(n.unwrap_or(200)),
+        "pingpong" => pingpong(n.unwrap_or(1_000_000)),
+        "ring" => ring(n.unwrap_or(1_000_000)),
+        "fanout" => match procs {
+            Some(p) => fanout_procs(n.unwrap_or(1_000_000), p),
+            None => fanout_both(n.unwrap_or(1_000_000)),
+        },
         w => {
-            eprintln!("may-peer: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow)");
+            eprintln!(
+                "may-peer: unknown workload {w:?} \
+                 (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout)"
+            );
             std::process::exit(2);
         }
     }

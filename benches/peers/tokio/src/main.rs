@@ -1,7 +1,8 @@
 //! tokio peer for `benches/compare`: the same workloads as goro's `compare_goro` bench, run on
 //! tokio's multi-thread runtime (default: one worker per core).
 //!
-//! `tokio-peer <spawn_idle|spawn_join|stack_grow> [--n N]`, rows `workload tokio metric value unit`.
+//! `tokio-peer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout> [--n N]`, rows
+//! `workload tokio metric value unit`.
 //!
 //! - `spawn_idle` (N = 1,000,000): spawn N tasks that each bump a counter and await their own
 //!   `oneshot` receiver; time until the counter reaches N (`spawn_all_parked`), RSS added per
@@ -14,12 +15,30 @@
 //! (and a task it spawns lands in that worker's LIFO slot), not in `block_on` on the main thread.
 //! - `stack_grow`: not applicable (tasks are stackless state machines); prints nothing and says
 //!   so on stderr.
+//! - `pingpong` (N = 1,000,000): the main task and one spawned task bounce an integer over two
+//!   `tokio::sync::mpsc::channel(1)`s (tokio has no zero-capacity / rendezvous channel; capacity
+//!   1 is the closest): main sends i on a, the peer receives it and sends it back on b, main
+//!   receives it; values summed and checked. `round_trip` = ns per round trip. Dropping a's
+//!   sender ends the peer, which is then joined.
+//! - `ring` (N = 1,000,000 hops): 1,000 tasks in a ring of `mpsc::channel(1)`s (as above), task
+//!   i receiving from channel i and sending to channel (i+1)%1000. Main injects `Token(N)` into
+//!   channel 0; a task receiving `Token(t)`, t>0, passes `Token(t-1)` on, the one receiving
+//!   `Token(0)` tells main (oneshot) and sends `Stop(999)` on; a task receiving `Stop(k)` passes
+//!   `Stop(k-1)` on if k>1 and exits. `per_hop` = ns from the injection to main getting the
+//!   oneshot, divided by N. All 1,000 tasks are then joined (outside the timing).
+//! - `fanout` (N = 1,000,000 tasks): spawn N tasks that each run 1,000 rounds of
+//!   x = x*6364136223846793005 + 1442695040888963407; x ^= x >> 33 (wrapping u64) from x = their
+//!   index and add x to a shared `AtomicU64` (relaxed); the last one to finish (a countdown of
+//!   remaining tasks) wakes main through a `Notify`. Wall time from the first spawn to main
+//!   being woken, on a fresh multi-thread runtime with `worker_threads(1)` (`procs1`), then on
+//!   another with `worker_threads(2)` (`procs2`), spawned from a main task on that runtime;
+//!   `speedup` = procs1/procs2. The two sums must match (also printed on stderr).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Resident set size, from `VmRSS` in /proc/self/status (kB there, so no page size needed).
 fn rss_bytes() -> usize {
@@ -81,8 +100,137 @@ async fn spawn_join(n: usize) {
     row("spawn_join", "per_op", el.as_secs_f64() * 1e9 / n as f64, "ns");
 }
 
-#[tokio::main]
-async fn main() {
+async fn pingpong(n: usize) {
+    // tokio has no zero-capacity channel: capacity 1 is the closest to Go's unbuffered chan.
+    let (a_tx, mut a_rx) = mpsc::channel::<u64>(1);
+    let (b_tx, mut b_rx) = mpsc::channel::<u64>(1);
+    let peer = tokio::spawn(async move {
+        while let Some(v) = a_rx.recv().await {
+            b_tx.send(v).await.unwrap();
+        }
+    });
+    let t0 = Instant::now();
+    let mut sum = 0u64;
+    for i in 0..n as u64 {
+        a_tx.send(i).await.unwrap();
+        sum += b_rx.recv().await.unwrap();
+    }
+    let el = t0.elapsed();
+    drop(a_tx);
+    peer.await.unwrap();
+    assert_eq!(sum, (n as u64) * (n as u64 - 1) / 2, "checksum");
+    row("pingpong", "round_trip", el.as_secs_f64() * 1e9 / n as f64, "ns");
+}
+
+const RING_SIZE: usize = 1000;
+
+#[derive(Debug)]
+enum RingMsg {
+    Token(u64),
+    /// Stop countdown: the receiver forwards `Stop(k - 1)` if k > 1, then exits.
+    Stop(usize),
+}
+
+async fn ring(n: usize) {
+    // Capacity-1 channels: tokio has no rendezvous channel (see pingpong).
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..RING_SIZE).map(|_| mpsc::channel::<RingMsg>(1)).unzip();
+    // Whichever task sees Token(0) reports on `done` (every task holds a sender).
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut hs = Vec::with_capacity(RING_SIZE);
+    for (i, mut rx) in rxs.into_iter().enumerate() {
+        let out = txs[(i + 1) % RING_SIZE].clone();
+        let done = done_tx.clone();
+        hs.push(tokio::spawn(async move {
+            loop {
+                match rx.recv().await.expect("ring channel closed") {
+                    RingMsg::Token(0) => {
+                        done.send(()).await.unwrap();
+                        out.send(RingMsg::Stop(RING_SIZE - 1)).await.unwrap();
+                        return;
+                    }
+                    RingMsg::Token(t) => out.send(RingMsg::Token(t - 1)).await.unwrap(),
+                    RingMsg::Stop(k) => {
+                        if k > 1 {
+                            out.send(RingMsg::Stop(k - 1)).await.unwrap();
+                        }
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    drop(done_tx);
+    let inject = txs[0].clone();
+    drop(txs);
+    let t0 = Instant::now();
+    inject.send(RingMsg::Token(n as u64)).await.unwrap();
+    done_rx.recv().await.unwrap();
+    let el = t0.elapsed();
+    for h in hs {
+        h.await.unwrap();
+    }
+    row("ring", "per_hop", el.as_secs_f64() * 1e9 / n as f64, "ns");
+}
+
+#[inline]
+fn fanout_work(seed: u64) -> u64 {
+    let mut x = seed;
+    for _ in 0..1000 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x ^= x >> 33;
+    }
+    x
+}
+
+/// One fanout run on a fresh runtime with `procs` worker threads: wall time and the sum.
+fn fanout_once(n: usize, procs: usize) -> (Duration, u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(procs)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let res = rt.block_on(async move {
+        // Spawned from a main task on a worker, as in the other workloads.
+        tokio::spawn(async move {
+            let sum = Arc::new(AtomicU64::new(0));
+            let remaining = Arc::new(AtomicUsize::new(n));
+            let all_done = Arc::new(Notify::new());
+            let t0 = Instant::now();
+            for i in 0..n as u64 {
+                let (sum, remaining, all_done) = (sum.clone(), remaining.clone(), all_done.clone());
+                tokio::spawn(async move {
+                    sum.fetch_add(fanout_work(i), Ordering::Relaxed);
+                    if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        all_done.notify_one(); // stores a permit if main isn't waiting yet
+                    }
+                });
+            }
+            all_done.notified().await;
+            let el = t0.elapsed();
+            assert_eq!(remaining.load(Ordering::Acquire), 0);
+            (el, sum.load(Ordering::Relaxed))
+        })
+        .await
+        .unwrap()
+    });
+    drop(rt);
+    res
+}
+
+fn fanout(n: usize) {
+    let (d1, s1) = fanout_once(n, 1);
+    let (d2, s2) = fanout_once(n, 2);
+    eprintln!("tokio-peer: fanout n={n} checksum {s1}");
+    if s1 != s2 {
+        eprintln!("tokio-peer: fanout: checksum {s1} with 1 worker, {s2} with 2");
+        std::process::exit(1);
+    }
+    row("fanout", "procs1", d1.as_secs_f64() * 1e3, "ms");
+    row("fanout", "procs2", d2.as_secs_f64() * 1e3, "ms");
+    println!("fanout tokio speedup {:.2} x", d1.as_secs_f64() / d2.as_secs_f64());
+}
+
+fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let workload = args.first().cloned().unwrap_or_default();
     let n = args
@@ -91,18 +239,36 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|v| v.replace('_', "").parse::<usize>().expect("--n takes a number"))
         .filter(|&n| n > 0);
+    if workload == "fanout" {
+        // Builds its own runtimes (1 worker, then 2).
+        return fanout(n.unwrap_or(1_000_000));
+    }
+    // What #[tokio::main] builds: a multi-thread runtime, one worker per core.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     // The workload runs in a spawned "main task" on a worker thread, as Go's main goroutine
     // runs on a P, rather than in `block_on`'s future on the main thread.
-    let main_task = tokio::spawn(async move {
-        match workload.as_str() {
-            "spawn_idle" => spawn_idle(n.unwrap_or(1_000_000)).await,
-            "spawn_join" => spawn_join(n.unwrap_or(1_000_000)).await,
-            "stack_grow" => eprintln!("tokio-peer: stack_grow does not apply (tasks are stackless)"),
-            w => {
-                eprintln!("tokio-peer: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow)");
-                std::process::exit(2);
+    rt.block_on(async move {
+        let main_task = tokio::spawn(async move {
+            match workload.as_str() {
+                "spawn_idle" => spawn_idle(n.unwrap_or(1_000_000)).await,
+                "spawn_join" => spawn_join(n.unwrap_or(1_000_000)).await,
+                "stack_grow" => {
+                    eprintln!("tokio-peer: stack_grow does not apply (tasks are stackless)")
+                }
+                "pingpong" => pingpong(n.unwrap_or(1_000_000)).await,
+                "ring" => ring(n.unwrap_or(1_000_000)).await,
+                w => {
+                    eprintln!(
+                        "tokio-peer: unknown workload {w:?} \
+                         (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout)"
+                    );
+                    std::process::exit(2);
+                }
             }
-        }
+        });
+        main_task.await.unwrap();
     });
-    main_task.await.unwrap();
 }
