@@ -363,9 +363,15 @@ fn steal_work(rt: &Runtime, m: &M, p: &P) -> Option<GRef> {
             // On the last try, `runnext` too; but a running victim is about to run it, warm
             // in its cache: give it a moment first (Go's `usleep(3)` in `runqgrab`, which also
             // keeps this M counted as spinning meanwhile, so readies do not wake more Ms).
-            let take_next = last && victim.runq.len() == 0 && victim.runq.has_next();
+            // Unlike Go, take it only if the victim has not scheduled meanwhile: a victim that
+            // keeps scheduling (a goroutine handing off to the one it readied, spawn+join,
+            // ping-pong) runs its `runnext` itself, and taking it would bounce that pair of
+            // goroutines between threads; a victim stuck in one goroutine gets it taken.
+            let mut take_next = last && victim.runq.len() == 0 && victim.runq.has_next();
             if take_next && victim.running() {
+                let tick = victim.schedtick.load(Ordering::Relaxed);
                 std::thread::sleep(std::time::Duration::from_micros(3));
+                take_next = victim.schedtick.load(Ordering::Relaxed) == tick;
             }
             if let Some(g) = victim.runq.steal_into(&p.runq, take_next) {
                 return Some(g);
