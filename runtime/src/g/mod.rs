@@ -3,7 +3,7 @@
 //! A `G` is the header of a reference-counted [`GCell`] whose tail holds the goroutine's output
 //! (`JoinHandle<T>` sees it typed, everyone else through [`GRef`], type-erased). Ownership:
 //! - exactly one *scheduling reference* exists from spawn until the goroutine finishes. It is
-//!   moved, never cloned: a run queue holds it while the G is RUNNABLE, the M while RUNNING, and
+//!   moved, never cloned: a run queue holds it while the G is queued, the M while it runs, and
 //!   the G itself (`parked_ref`) while WAITING. The M stores it there *before* committing the
 //!   park; the `unpark` that wins WAITING → RUNNABLE takes it out and queues it. So a goroutine
 //!   parked forever is never freed under its own feet: like Go, it stays until woken, or until
@@ -13,7 +13,7 @@
 //!
 //! # The state word
 //! ```text
-//!   bits 0-2  status: RUNNABLE | RUNNING | WAITING | DEAD
+//!   bits 0-2  status: RUNNABLE (queued or running) | WAITING | DEAD
 //!   bit  3    NOTIFIED: the unpark token (std::thread::park semantics)
 //!   bit  4    SCAN: someone (the collector) is working on the parked stack; do not resume
 //! ```
@@ -21,17 +21,21 @@
 //!
 //! | method                       | who                    | from → to                               |
 //! |------------------------------|------------------------|-----------------------------------------|
-//! | `transition_to_running`      | M, before resuming     | RUNNABLE → RUNNING (spins while SCAN)   |
-//! | `transition_to_runnable`     | M, after a yield       | RUNNING → RUNNABLE                      |
-//! | `transition_to_waiting`      | M, after a park switch | RUNNING → WAITING, or consumes NOTIFIED |
+//! | `transition_to_running`      | M, before resuming     | none: waits while SCAN (a load)         |
+//! | `transition_to_waiting`      | M, after a park switch | RUNNABLE → WAITING, or consumes NOTIFIED|
 //! | `try_consume_token`          | the goroutine itself   | clears NOTIFIED                         |
 //! | `transition_to_notified`     | `unpark`, any thread   | WAITING → RUNNABLE, else sets NOTIFIED  |
 //! | `try_begin_scan`/`end_scan`  | collector, any thread  | WAITING → WAITING+SCAN → WAITING        |
-//! | `transition_to_dead`         | M, after the return    | RUNNING → DEAD                          |
+//! | `transition_to_dead`         | M, after the return    | RUNNABLE → DEAD                         |
+//!
+//! There is no RUNNING status: whether a RUNNABLE goroutine is queued or running is known to
+//! whoever holds its scheduling reference (a queue or an M), and nothing else needs it. That
+//! saves a compare-and-swap per schedule: resuming is a load that checks SCAN, which can only
+//! be set on a WAITING goroutine (so it is never set anew under a running one).
 //!
 //! Park protocol (no lost wake-up): the goroutine first tries to consume a pending token. If
 //! there is none it records its stack pointer and switches to its M; only then, with the stack
-//! quiescent, does the M try RUNNING → WAITING. An `unpark` that raced in between left NOTIFIED
+//! quiescent, does the M try RUNNABLE → WAITING. An `unpark` that raced in between left NOTIFIED
 //! set, so that CAS fails, the M consumes the token and runs the goroutine again. An `unpark`
 //! that sees WAITING moves it to RUNNABLE and is the one caller that queues the G: a G is in at
 //! most one run queue at a time. This mirrors Go's `gopark`, which commits the park on the
@@ -53,7 +57,6 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 pub(crate) const RUNNABLE: u32 = 1;
-pub(crate) const RUNNING: u32 = 2;
 pub(crate) const WAITING: u32 = 3;
 pub(crate) const DEAD: u32 = 4;
 pub(crate) const STATUS_MASK: u32 = 0b111;
@@ -63,9 +66,11 @@ pub(crate) const SCAN: u32 = 1 << 4;
 /// `G::last_m` of a goroutine that never ran.
 pub(crate) const NO_M: usize = usize::MAX;
 
-/// Join state bits.
+/// Join state bits (`G::join`): the goroutine finished and published its output; a joiner
+/// wrote `waiter`; the completer is done with the joiner (its last touch of `waiter`).
 const COMPLETE: u8 = 1;
 const WAITER: u8 = 2;
+const WOKEN: u8 = 4;
 
 /// Why a goroutine switched back to its M.
 pub(crate) enum Switch {
@@ -77,26 +82,10 @@ pub(crate) enum Switch {
 
 pub(crate) type Coro = Coroutine<(), Switch, (), StackSlot>;
 
-/// Something that can be woken: a goroutine or a plain thread blocked in `park`.
-pub(crate) enum Unparker {
-    Goroutine(GRef),
+/// A joiner: a goroutine (borrowed: see the join protocol in `join`) or a plain thread.
+pub(crate) enum Joiner {
+    Goroutine(NonNull<G>),
     Thread(std::thread::Thread),
-}
-
-impl Unparker {
-    pub(crate) fn current() -> Unparker {
-        match crate::tls::current_g() {
-            Some(g) => Unparker::Goroutine(g),
-            None => Unparker::Thread(std::thread::current()),
-        }
-    }
-
-    pub(crate) fn unpark(self) {
-        match self {
-            Unparker::Goroutine(g) => unpark(&g),
-            Unparker::Thread(t) => t.unpark(),
-        }
-    }
 }
 
 pub(crate) struct G {
@@ -109,12 +98,13 @@ pub(crate) struct G {
     /// Stack pointer recorded when the goroutine last switched out (for `release_below_sp`).
     /// Written by the goroutine before switching, read under SCAN while WAITING.
     saved_sp: AtomicUsize,
-    /// Owned by the M that set RUNNING (exclusive by the state protocol); `None` once finished.
+    /// Owned by the holder of the scheduling reference while the G is not WAITING (the M that
+    /// runs it); `None` once finished.
     coro: UnsafeCell<Option<Coro>>,
     /// Set by the goroutine when it first runs; read only by the goroutine itself.
     yielder: UnsafeCell<*const Yielder<(), Switch>>,
     /// Written by the joiner before it sets WAITER; taken by the completer after it sees WAITER.
-    waiter: UnsafeCell<Option<Unparker>>,
+    waiter: UnsafeCell<Option<Joiner>>,
     /// The scheduling reference while WAITING (see the module comment): written by the M
     /// before it commits the park, taken by the unparker that moves the G to RUNNABLE.
     parked_ref: UnsafeCell<Option<GRef>>,
@@ -207,13 +197,15 @@ impl G {
         }
     }
 
+    /// Before resuming: waits until no one scans the stack. An unpark can make a G RUNNABLE
+    /// while the collector still holds SCAN from its WAITING days; SCAN is never set on a
+    /// RUNNABLE G, so once this load sees it clear it stays clear while the G runs. Acquire
+    /// pairs with `end_scan`, so the collector's work on the stack happens before we run on it.
     pub(crate) fn transition_to_running(&self) {
         loop {
-            let r = self.update(|s| {
-                debug_assert_eq!(G::status(s), RUNNABLE, "resuming a G that is not runnable");
-                (s & SCAN == 0).then_some((s & !STATUS_MASK) | RUNNING)
-            });
-            if r.is_ok() {
+            let s = self.state.load(Ordering::Acquire);
+            debug_assert_eq!(G::status(s), RUNNABLE, "resuming a G that is not runnable");
+            if s & SCAN == 0 {
                 return;
             }
             // The collector is releasing pages of this stack; it holds SCAN for one madvise.
@@ -224,20 +216,12 @@ impl G {
         }
     }
 
-    pub(crate) fn transition_to_runnable(&self) {
-        let r = self.update(|s| {
-            debug_assert_eq!(G::status(s), RUNNING);
-            Some((s & !STATUS_MASK) | RUNNABLE)
-        });
-        debug_assert!(r.is_ok());
-    }
-
     /// Commits a park. Returns false if a token was pending: it is consumed and the G is
     /// RUNNABLE again, to be resumed at once.
     pub(crate) fn transition_to_waiting(&self) -> bool {
         let prev = self
             .update(|s| {
-                debug_assert_eq!(G::status(s), RUNNING);
+                debug_assert_eq!(G::status(s), RUNNABLE);
                 if s & NOTIFIED != 0 {
                     Some((s & !(STATUS_MASK | NOTIFIED)) | RUNNABLE)
                 } else {
@@ -275,10 +259,10 @@ impl G {
         self.state.fetch_and(!SCAN, Ordering::AcqRel);
     }
 
-    /// A plain store: only the M running the G writes its status while RUNNING, SCAN is never
+    /// A plain store: only the M running the G writes its status while it runs, SCAN is never
     /// set then, and a NOTIFIED bit an `unpark` races in means nothing to a dead goroutine.
     pub(crate) fn transition_to_dead(&self) {
-        debug_assert_eq!(G::status(self.state.load(Ordering::Relaxed)), RUNNING);
+        debug_assert_eq!(G::status(self.state.load(Ordering::Relaxed)), RUNNABLE);
         self.state.store(DEAD, Ordering::Release);
     }
 
@@ -317,9 +301,10 @@ mod live {
         /// Resumes the goroutine on the calling M until it yields, parks or finishes.
         ///
         /// # Safety
-        /// The caller must have moved the G to RUNNING (it owns the coroutine now).
+        /// The caller must hold the G's scheduling reference, taken from a queue (it owns the
+        /// coroutine then), and have called `transition_to_running`.
         pub(crate) unsafe fn resume(&self) -> corosensei::CoroutineResult<Switch, ()> {
-            // SAFETY: RUNNING gives the caller exclusive use of `coro` (caller contract).
+            // SAFETY: the scheduling reference gives the caller exclusive use of `coro`.
             let coro = unsafe { (*self.coro.get()).as_mut() }.expect("resumed a finished G");
             coro.resume(())
         }
@@ -330,7 +315,7 @@ mod live {
         /// # Safety
         /// The caller must be the M that ran the G to its return.
         pub(crate) unsafe fn finish(&self) {
-            // SAFETY: the G is still RUNNING on this M: `coro` is ours. The coroutine returned,
+            // SAFETY: the G still runs on this M: `coro` is ours. The coroutine returned,
             // so dropping it unwinds nothing and returns the slot, which nothing points into.
             drop(unsafe { (*self.coro.get()).take() });
             self.transition_to_dead();
@@ -338,10 +323,16 @@ mod live {
             let prev = self.join.fetch_or(COMPLETE, Ordering::AcqRel);
             if prev & WAITER != 0 {
                 // SAFETY: the joiner wrote `waiter` before setting WAITER (we saw it with
-                // acquire) and never touches it again once WAITER is set.
-                if let Some(w) = unsafe { (*self.waiter.get()).take() } {
-                    w.unpark();
+                // acquire) and does not touch it again until WOKEN.
+                match unsafe { (*self.waiter.get()).take() } {
+                    // SAFETY: the joiner stays in `join` until WOKEN, so its G is alive.
+                    Some(Joiner::Goroutine(g)) => unpark(unsafe { g.as_ref() }),
+                    Some(Joiner::Thread(t)) => t.unpark(),
+                    None => {}
                 }
+                // Only we write the word now (WAITER and COMPLETE are both set).
+                self.join
+                    .store(COMPLETE | WAITER | WOKEN, Ordering::Release);
             }
         }
     }
@@ -362,10 +353,10 @@ mod live {
         /// started. The caller then calls `finish`.
         ///
         /// # Safety
-        /// The caller must have moved the G to RUNNING and set CURRENT_G to it.
+        /// As for `resume`, and CURRENT_G must be set to it.
         pub(crate) unsafe fn force_unwind(&self) {
             self.dying.store(true, std::sync::atomic::Ordering::Relaxed);
-            // SAFETY: RUNNING gives the caller exclusive use of `coro` (caller contract).
+            // SAFETY: the scheduling reference gives the caller exclusive use of `coro`.
             if let Some(coro) = unsafe { (*self.coro.get()).as_mut() } {
                 coro.force_unwind();
             }
@@ -377,7 +368,7 @@ mod live {
     /// is RUNNABLE again and must run at once).
     pub(crate) fn commit_park(me: GRef) -> Option<GRef> {
         let g: *const G = &*me;
-        // SAFETY: the G is RUNNING on this M, so no one else touches `parked_ref`; it must be
+        // SAFETY: the G runs on this M, so no one else touches `parked_ref`; it must be
         // in place before WAITING becomes visible, since the unparker that sees WAITING takes it.
         unsafe { *(*g).parked_ref.get() = Some(me) };
         // SAFETY: `g` is alive: `parked_ref` holds a reference to it.
@@ -441,24 +432,51 @@ mod live {
     }
 
     /// Waits until the goroutine finished; returns its output.
+    ///
+    /// Protocol: the joiner writes `waiter` (for a goroutine, a bare pointer to its own G: no
+    /// reference count, which saves two atomic read-modify-writes per join) and sets WAITER.
+    /// The completer sets COMPLETE; if it saw WAITER it unparks the joiner and then sets
+    /// WOKEN. The joiner leaves only once it sees WOKEN (or COMPLETE without WAITER having
+    /// been seen), so its G outlives the completer's use of the pointer. Between COMPLETE and
+    /// WOKEN it yields instead of parking: the completer's unpark may already have been
+    /// consumed by a wake-up that found WOKEN not yet set.
     pub(crate) fn join<T: Send>(cell: &GCell<T>) -> Result<T, crate::Panic> {
         let g = &cell.g;
         if !g.is_complete() {
-            if tls::current_g().is_some_and(|me| std::ptr::eq(&*me, g)) {
+            let me = tls::with_current_g(|me| me.map(NonNull::from));
+            if me.is_some_and(|me| std::ptr::eq(me.as_ptr(), g)) {
                 panic!("goro: a goroutine cannot join itself (it would wait forever)");
             }
+            let w = match me {
+                Some(me) => Joiner::Goroutine(me),
+                None => Joiner::Thread(std::thread::current()),
+            };
             // SAFETY: WAITER is not set yet, so the completer does not read `waiter`.
-            unsafe { *g.waiter.get() = Some(Unparker::current()) };
+            unsafe { *g.waiter.get() = Some(w) };
             let prev = g.join.fetch_or(WAITER, Ordering::AcqRel);
             if prev & COMPLETE != 0 {
                 // The completer finished before it could see WAITER: it never reads `waiter`.
                 // SAFETY: as just argued, the cell is ours again.
                 drop(unsafe { (*g.waiter.get()).take() });
             } else {
-                while !g.is_complete() {
+                loop {
+                    let j = g.join.load(Ordering::Acquire);
+                    if j & WOKEN != 0 {
+                        break;
+                    }
+                    if j & COMPLETE != 0 {
+                        crate::yield_now(); // the completer is inside its unpark
+                        continue;
+                    }
                     if tls::with_current_g(|me| me.is_some_and(G::is_dying)) {
                         // Joining from a destructor during shutdown: nothing runs the other
-                        // goroutine any more except the shutdown itself; do not wait.
+                        // goroutine any more except the shutdown itself; do not wait. Take
+                        // the pointer back first (the shutdown is single-threaded, so WAITER
+                        // cannot be seen by a completer meanwhile).
+                        let prev = g.join.fetch_and(!WAITER, Ordering::AcqRel);
+                        debug_assert_eq!(prev & COMPLETE, 0);
+                        // SAFETY: WAITER is cleared, so the completer will not read `waiter`.
+                        drop(unsafe { (*g.waiter.get()).take() });
                         return Err(crate::Panic::dropped(g.id));
                     }
                     crate::park();
@@ -567,17 +585,21 @@ mod tests {
         loom::model(|| {
             let g = LArc::new(g());
             assert!(g.transition_to_waiting());
-            let g2 = g.clone();
+            let resumed = LArc::new(loom::sync::atomic::AtomicBool::new(false));
+            let (g2, r2) = (g.clone(), resumed.clone());
             let scanner = loom::thread::spawn(move || {
                 if g2.try_begin_scan() {
                     // While SCAN is held the stack must stay suspended.
-                    let s = g2.state.load(Ordering::SeqCst);
-                    assert_ne!(s & STATUS_MASK, RUNNING);
+                    assert!(
+                        !r2.load(std::sync::atomic::Ordering::SeqCst),
+                        "resumed under SCAN"
+                    );
                     g2.end_scan();
                 }
             });
             if g.transition_to_notified() {
                 g.transition_to_running();
+                resumed.store(true, std::sync::atomic::Ordering::SeqCst);
                 assert_eq!(g.state.load(Ordering::SeqCst) & SCAN, 0);
             }
             scanner.join().unwrap();
@@ -586,7 +608,7 @@ mod tests {
 
     #[test]
     fn state_bits_do_not_overlap() {
-        for s in [RUNNABLE, RUNNING, WAITING, DEAD] {
+        for s in [RUNNABLE, WAITING, DEAD] {
             assert_eq!(s & !STATUS_MASK, 0);
         }
         assert_eq!(NOTIFIED & STATUS_MASK, 0);

@@ -456,6 +456,9 @@ pub(crate) fn wakep(rt: &Runtime) {
     if rt.npidle.load(Ordering::Relaxed) == 0 || rt.nmspinning.load(Ordering::Relaxed) != 0 {
         return;
     }
+    if rt.stop.load(Ordering::Relaxed) {
+        return; // shutting down: no new Ms (the shutdown runs what is queued itself)
+    }
     if rt
         .nmspinning
         .compare_exchange(0, 1, Ordering::SeqCst, Ordering::Relaxed)
@@ -559,7 +562,7 @@ fn execute(rt: &Runtime, m: &M, g: GRef) {
     }
     let tick = p.tick().wrapping_mul(2);
     p.schedtick.store(tick | 1, Ordering::Relaxed);
-    // SAFETY: we just moved the G to RUNNING, which makes this M the owner of its coroutine.
+    // SAFETY: we hold the G's scheduling reference (from a queue) and no one scans its stack.
     let r = unsafe { g.resume() };
     g.set_last_m(m.id);
     tls::set_current_g(None);
@@ -573,7 +576,6 @@ fn execute(rt: &Runtime, m: &M, g: GRef) {
     }
     match r {
         corosensei::CoroutineResult::Yield(Switch::Yield) => {
-            g.transition_to_runnable();
             match p {
                 // Like Go's Gosched: behind the global queue when it has work, so a goroutine
                 // yielding in a loop cannot starve goroutines that overflowed there.

@@ -15,7 +15,7 @@
 //!    the Ms' pinned inboxes hold the runnable ones; parked ones hold their own scheduling
 //!    reference and are found through the header of every stack slot (`stack::for_each_owner`,
 //!    which only reads slots tagged with this runtime's id).
-//! 3. Unwind each: RUNNABLE → RUNNING, mark it dying, force the unwind, `finish`.
+//! 3. Unwind each: mark it dying, force the unwind, `finish`.
 //! 4. Repeat while destructors made more goroutines runnable or spawned new ones.
 //!
 //! Rules for destructors that run this way (stated in the README): a park or yield returns at
@@ -39,6 +39,12 @@ use std::sync::atomic::Ordering;
 pub(super) fn unwind_all(rt: &Runtime) -> usize {
     let stand_in = M::stand_in(rt);
     let p0 = rt.p(0);
+    {
+        // P0 is ours now: off the idle list, where its M may have left it.
+        let mut s = rt.lock();
+        s.idle_ps.retain(|&id| id != 0);
+        rt.npidle.store(s.idle_ps.len(), Ordering::Relaxed);
+    }
     p0.set_status(P_RUNNING);
     tls::set_current_m(&stand_in);
     tls::set_current_p(p0);
@@ -52,7 +58,7 @@ pub(super) fn unwind_all(rt: &Runtime) -> usize {
             g.transition_to_running();
             tls::set_current_g(Some(&g));
             p0.schedtick.store(1, Ordering::Relaxed);
-            // SAFETY: RUNNING and CURRENT_G set just above.
+            // SAFETY: we hold its scheduling reference; CURRENT_G is set just above.
             unsafe { g.force_unwind() };
             p0.schedtick.store(0, Ordering::Relaxed);
             tls::set_current_g(None);
