@@ -1,7 +1,5 @@
 //! Spawning, joining, panics, parking: the goroutine core's API.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
@@ -168,33 +166,4 @@ fn attribute_main() -> u32 {
 #[test]
 fn goro_main_attribute() {
     assert_eq!(attribute_main(), 5);
-}
-
-#[test]
-fn yielding_goroutine_does_not_starve_overflowed_goroutines() {
-    // 5,000 spawns overflow the P's 256-slot ring into the global queue. A goroutine that
-    // yields in a loop must not keep the P to itself: like Go's Gosched it goes behind the
-    // global queue. (When it went back into the ring, the P reached the global queue only every
-    // 61st schedule: ~300,000 yields here.)
-    goro::run(|| {
-        let n = 5_000;
-        let ran = Arc::new(AtomicUsize::new(0));
-        let hs: Vec<_> = (0..n)
-            .map(|_| {
-                let r = ran.clone();
-                goro::spawn(move || {
-                    r.fetch_add(1, Ordering::SeqCst);
-                })
-            })
-            .collect();
-        let mut yields = 0;
-        while ran.load(Ordering::SeqCst) < n {
-            goro::yield_now();
-            yields += 1;
-        }
-        assert!(yields < 2_000, "{yields} yields before {n} goroutines ran");
-        for h in hs {
-            h.join().unwrap();
-        }
-    });
 }

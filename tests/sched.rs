@@ -125,6 +125,37 @@ fn stress_one_million_on_1_2_4_8_procs() {
 }
 
 #[test]
+fn yielding_goroutine_does_not_starve_overflowed_goroutines() {
+    // On one P, 5,000 spawns overflow the P's 256-slot ring into the global queue. A goroutine
+    // that yields in a loop must not keep the P to itself: like Go's Gosched it goes behind the
+    // global queue. (When it went back into the ring, the P reached the global queue only every
+    // 61st schedule: ~300,000 yields here.) With more Ps the count means nothing: a yield on a
+    // P with an empty queue returns at once while another P runs the goroutines.
+    let _s = serial();
+    goro::Builder::new().max_procs(1).run(|| {
+        let n = 5_000;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let hs: Vec<_> = (0..n)
+            .map(|_| {
+                let r = ran.clone();
+                goro::spawn(move || {
+                    r.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        let mut yields = 0;
+        while ran.load(Ordering::SeqCst) < n {
+            goro::yield_now();
+            yields += 1;
+        }
+        assert!(yields < 2_000, "{yields} yields before {n} goroutines ran");
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+}
+
+#[test]
 fn blocking_call_does_not_delay_other_goroutines() {
     let _s = serial();
     // One P: without the hand-off, the goroutine below would wait for the whole sleep.
