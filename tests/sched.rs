@@ -155,6 +155,64 @@ fn yielding_goroutine_does_not_starve_overflowed_goroutines() {
     });
 }
 
+/// Go's `runnext` inherits the time slice: two goroutines handing off to each other on one P
+/// are one slice, asked to yield after 10 ms, so the rest of the queue still runs.
+#[test]
+fn handing_off_pair_does_not_starve_the_queue_on_one_proc() {
+    let _s = serial();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let r = goro::Builder::new().max_procs(1).run(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let s2 = stop.clone();
+            // The pair: park/unpark ping-pong until told to stop (each wakes the other into
+            // `runnext`, so without the slice rule the ring behind them never runs).
+            let pair = goro::spawn(move || {
+                let turn = Arc::new(AtomicUsize::new(0));
+                let me = goro::current();
+                let (t2, s3) = (turn.clone(), s2.clone());
+                let peer = goro::spawn(move || {
+                    let mut i = 0;
+                    while !s3.load(Ordering::Relaxed) {
+                        while t2.load(Ordering::Acquire) != 2 * i + 1 && !s3.load(Ordering::Relaxed)
+                        {
+                            goro::park();
+                        }
+                        t2.store(2 * i + 2, Ordering::Release);
+                        me.unpark();
+                        i += 1;
+                    }
+                    me.unpark();
+                });
+                let pg = peer.goroutine();
+                let mut i = 0;
+                while !s2.load(Ordering::Relaxed) {
+                    turn.store(2 * i + 1, Ordering::Release);
+                    pg.unpark();
+                    while turn.load(Ordering::Acquire) != 2 * i + 2 && !s2.load(Ordering::Relaxed) {
+                        goro::park();
+                    }
+                    i += 1;
+                }
+                pg.unpark();
+                peer.join().unwrap();
+                i
+            });
+            let t = Instant::now();
+            goro::yield_now(); // behind the pair: runs only if the queue is not starved
+            let waited = t.elapsed();
+            stop.store(true, Ordering::Relaxed);
+            (pair.join().unwrap(), waited)
+        });
+        let _ = tx.send(r);
+    });
+    let (rounds, waited) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a handing-off pair starved the rest of the queue");
+    assert!(rounds > 0);
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+}
+
 #[test]
 fn blocking_call_does_not_delay_other_goroutines() {
     let _s = serial();

@@ -66,6 +66,8 @@ pub(crate) struct M {
     pub(crate) inbox_len: AtomicUsize,
     /// Looking for work (counted in `Runtime::nmspinning`). Only this M writes it.
     spinning: AtomicBool,
+    /// The goroutine `find_runnable` just returned inherits the time slice. Only this M.
+    inherit: AtomicBool,
     /// Inside `goro::blocking`, with the id of the P it left (for exitsyscall and schedtrace).
     pub(crate) syscall_p: AtomicUsize,
     /// This thread's static thread-local block, for `pin.rs`: `[lo, hi)`.
@@ -145,6 +147,7 @@ impl M {
             inbox: Mutex::new(VecDeque::new()),
             inbox_len: AtomicUsize::new(0),
             spinning: AtomicBool::new(false),
+            inherit: AtomicBool::new(false),
             syscall_p: AtomicUsize::new(NO_P),
             tls_lo: AtomicUsize::new(0),
             tls_hi: AtomicUsize::new(0),
@@ -285,13 +288,13 @@ fn find_runnable(rt: &Runtime, m: &M) -> Option<GRef> {
                 return Some(g);
             }
         }
-        let global_turn = p.next_tick();
-        if global_turn && rt.global_len.load(Ordering::Relaxed) > 0 {
+        if p.global_turn() && rt.global_len.load(Ordering::Relaxed) > 0 {
             if let Some(g) = rt.take_global(p, 1) {
                 return Some(g);
             }
         }
-        if let Some(g) = p.pop_local() {
+        if let Some((g, inherit)) = p.pop_local() {
+            m.inherit.store(inherit, Ordering::Relaxed);
             return Some(g);
         }
         if rt.global_len.load(Ordering::Relaxed) > 0 {
@@ -369,9 +372,9 @@ fn steal_work(rt: &Runtime, m: &M, p: &P) -> Option<GRef> {
             // goroutines between threads; a victim stuck in one goroutine gets it taken.
             let mut take_next = last && victim.runq.len() == 0 && victim.runq.has_next();
             if take_next && victim.running() {
-                let tick = victim.schedtick.load(Ordering::Relaxed);
+                let switches = victim.switches.load(Ordering::Relaxed);
                 std::thread::sleep(std::time::Duration::from_micros(3));
-                take_next = victim.schedtick.load(Ordering::Relaxed) == tick;
+                take_next = victim.switches.load(Ordering::Relaxed) == switches;
             }
             if let Some(g) = victim.runq.steal_into(&p.runq, take_next) {
                 return Some(g);
@@ -556,12 +559,22 @@ fn execute(rt: &Runtime, m: &M, g: GRef) {
     g.transition_to_running();
     tls::set_current_g(Some(&g));
     let p = current_p();
-    // One writer (this M): plain stores. A preemption request was for the previous goroutine.
-    if p.preempt.load(Ordering::Relaxed) {
-        p.preempt.store(false, Ordering::Relaxed);
+    // A goroutine from `runnext` or the handoff cell continues the time slice (Go's
+    // `inheritTime`): the tick sysmon watches does not move, so a chain of goroutines handing
+    // off to each other is asked to yield after 10 ms like one goroutine would be. Otherwise a
+    // new slice starts, and a preemption request was for the previous one.
+    if !m.inherit.swap(false, Ordering::Relaxed) {
+        p.next_tick();
+        if p.preempt.load(Ordering::Relaxed) {
+            p.preempt.store(false, Ordering::Relaxed);
+        }
     }
-    let tick = p.tick().wrapping_mul(2);
-    p.schedtick.store(tick | 1, Ordering::Relaxed);
+    p.schedtick
+        .store(p.tick().wrapping_mul(2) | 1, Ordering::Relaxed);
+    p.switches.store(
+        p.switches.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
     // SAFETY: we hold the G's scheduling reference (from a queue) and no one scans its stack.
     let r = unsafe { g.resume() };
     g.set_last_m(m.id);

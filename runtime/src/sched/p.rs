@@ -38,11 +38,13 @@ pub(crate) struct P {
     /// only (relaxed load and store, no read-modify-write); always empty when the P changes
     /// hands, since the M drains it before it schedules or lets the P go.
     handoff: AtomicPtr<()>,
-    /// Schedules so far; owner only.
+    /// Time slices started so far (schedules that did not inherit one); owner only.
     tick: AtomicU32,
     /// `2 * tick + 1` while a goroutine runs on the P, `2 * tick` between goroutines: one
     /// store each way tells sysmon both that the P moved on and whether it runs.
     pub(crate) schedtick: AtomicU32,
+    /// Goroutines run so far, inherited slices included (thieves watch it; owner writes).
+    pub(crate) switches: AtomicU32,
     /// Entries into `blocking` so far (sysmon's `syscalltick`).
     pub(crate) syscalltick: AtomicU32,
     /// sysmon asks the running goroutine to yield at its next preemption point.
@@ -58,6 +60,7 @@ impl P {
             handoff: AtomicPtr::new(std::ptr::null_mut()),
             tick: AtomicU32::new(0),
             schedtick: AtomicU32::new(0),
+            switches: AtomicU32::new(0),
             syscalltick: AtomicU32::new(0),
             preempt: AtomicBool::new(false),
         }
@@ -121,23 +124,41 @@ impl P {
         }
     }
 
-    /// Owner: the next local goroutine: the handoff cell, then `runnext`, then the ring.
-    pub(crate) fn pop_local(&self) -> Option<GRef> {
+    /// Owner: the next local goroutine and whether it inherits the time slice: the handoff
+    /// cell and `runnext` do (a goroutine readied by the running one continues its slice, as
+    /// in Go), the ring does not. When the slice is used up (sysmon set `preempt` while a
+    /// chain of inheriting goroutines held the P for 10 ms), the ring's head goes first, so a
+    /// pair of goroutines handing off to each other cannot starve the rest of the queue.
+    pub(crate) fn pop_local(&self) -> Option<(GRef, bool)> {
         use super::runq::Thin;
+        if self.preempt.load(Ordering::Relaxed) {
+            self.preempt.store(false, Ordering::Relaxed);
+            if let Some(g) = self.runq.pop_ring() {
+                return Some((g, false));
+            }
+        }
         let h = self.handoff.load(Ordering::Relaxed);
         if !h.is_null() {
             self.handoff.store(std::ptr::null_mut(), Ordering::Relaxed);
             // SAFETY: as in `push_next`.
-            return Some(unsafe { GRef::from_raw(h) });
+            return Some((unsafe { GRef::from_raw(h) }, true));
         }
         self.runq.pop()
     }
 
-    /// Owner: counts a schedule; true every 61st (time to look at the global queue first).
-    pub(crate) fn next_tick(&self) -> bool {
+    /// Owner: whether this schedule should look at the global queue first (every 61st
+    /// schedule, Go's `schedtick%61`).
+    pub(crate) fn global_turn(&self) -> bool {
+        self.tick
+            .load(Ordering::Relaxed)
+            .is_multiple_of(GLOBAL_CHECK_TICKS)
+    }
+
+    /// Owner: counts a schedule that starts a new time slice.
+    pub(crate) fn next_tick(&self) -> u32 {
         let t = self.tick.load(Ordering::Relaxed).wrapping_add(1);
         self.tick.store(t, Ordering::Relaxed);
-        t.is_multiple_of(GLOBAL_CHECK_TICKS)
+        t
     }
 
     pub(crate) fn tick(&self) -> u32 {
@@ -146,7 +167,13 @@ impl P {
 
     /// Owner (or sysmon holding a retaken P): everything queued here, for the global queue.
     pub(crate) fn drain_all(&self) -> Vec<GRef> {
-        let mut v: Vec<GRef> = self.pop_local().into_iter().collect();
+        use super::runq::Thin;
+        let mut v = Vec::new();
+        let h = self.handoff.swap(std::ptr::null_mut(), Ordering::Relaxed);
+        if !h.is_null() {
+            // SAFETY: as in `push_next`.
+            v.push(unsafe { GRef::from_raw(h) });
+        }
         v.extend(self.runq.drain());
         v
     }
@@ -164,6 +191,6 @@ impl P {
 
 impl Drop for P {
     fn drop(&mut self) {
-        drop(self.pop_local());
+        drop(self.drain_all());
     }
 }

@@ -97,6 +97,14 @@ impl<T: Thin> RunQueue<T> {
     /// Owner only: puts `g` in `runnext`; the goroutine it displaces goes to the ring's tail.
     /// Returns a batch for the global queue if the ring was full (see [`push`](Self::push)).
     pub(crate) fn push_next(&self, g: T) -> Option<Vec<T>> {
+        // An empty slot takes a plain store: only the owner ever fills `runnext` (thieves only
+        // empty it), so no one can fill it between this load and the store, and a thief that
+        // empties it meanwhile swapped null for null. Saves a read-modify-write on the
+        // spawn/unpark hand-off, where the slot was just emptied by the owner's own `pop`.
+        if self.runnext.load(Ordering::Relaxed).is_null() {
+            self.runnext.store(g.into_raw(), Ordering::Release);
+            return None;
+        }
         let old = self.runnext.swap(g.into_raw(), Ordering::AcqRel);
         if old.is_null() {
             return None;
@@ -140,16 +148,22 @@ impl<T: Thin> RunQueue<T> {
         }
     }
 
-    /// Owner only: the next goroutine to run: `runnext` first, then the ring's head.
-    pub(crate) fn pop(&self) -> Option<T> {
+    /// Owner only: the next goroutine to run: `runnext` first, then the ring's head; with
+    /// whether it came from `runnext`.
+    pub(crate) fn pop(&self) -> Option<(T, bool)> {
         // Look before swapping: an empty `runnext` (the yield path) costs no read-modify-write.
         if !self.runnext.load(Ordering::Relaxed).is_null() {
             let next = self.runnext.swap(ptr::null_mut(), Ordering::AcqRel);
             if !next.is_null() {
                 // SAFETY: taken by our swap; it came from `into_raw`.
-                return Some(unsafe { T::from_raw(next) });
+                return Some((unsafe { T::from_raw(next) }, true));
             }
         }
+        self.pop_ring().map(|g| (g, false))
+    }
+
+    /// Owner only: the ring's head, leaving `runnext` alone.
+    pub(crate) fn pop_ring(&self) -> Option<T> {
         loop {
             let h = self.head.load(Ordering::Acquire);
             let t = self.tail.load(Ordering::Relaxed);
@@ -224,7 +238,7 @@ impl<T: Thin> RunQueue<T> {
     /// Owner only (or with no other user left): every queued goroutine, `runnext` first.
     pub(crate) fn drain(&self) -> Vec<T> {
         let mut out = Vec::new();
-        while let Some(g) = self.pop() {
+        while let Some((g, _)) = self.pop() {
             out.push(g);
         }
         out
@@ -268,8 +282,16 @@ mod tests {
         want.push(999);
         assert_eq!(got, want, "the oldest half, then the new one");
         assert!(q.push_next(Box::new(1000)).is_none());
-        assert_eq!(q.pop().map(|b| *b), Some(1000), "runnext first");
-        assert_eq!(q.pop().map(|b| *b), Some(CAP as usize / 2), "then FIFO");
+        assert_eq!(
+            q.pop().map(|(b, n)| (*b, n)),
+            Some((1000, true)),
+            "runnext first"
+        );
+        assert_eq!(
+            q.pop().map(|(b, n)| (*b, n)),
+            Some((CAP as usize / 2, false)),
+            "then FIFO"
+        );
         let thief: RunQueue<Box<usize>> = RunQueue::new();
         let left = q.len();
         let one = q.steal_into(&thief, true).expect("steals");
@@ -307,7 +329,7 @@ mod tests {
         for _ in 0..N {
             let b = pool.pop().unwrap();
             assert!(q.push(b).is_none());
-            pool.push(black_box(q.pop().unwrap()));
+            pool.push(black_box(q.pop().unwrap().0));
         }
         let ring_push_pop = ns(t);
         let w = crossbeam_deque::Worker::<Box<usize>>::new_fifo();
@@ -322,7 +344,7 @@ mod tests {
         let t = Instant::now();
         for _ in 0..N {
             assert!(q.push_next(pool.pop().unwrap()).is_none());
-            pool.push(black_box(q.pop().unwrap()));
+            pool.push(black_box(q.pop().unwrap().0));
         }
         let ring_next = ns(t);
         let wl = crossbeam_deque::Worker::<Box<usize>>::new_lifo();
@@ -341,10 +363,10 @@ mod tests {
                 assert!(q.push(pool.pop().unwrap()).is_none());
             }
             pool.push(q.steal_into(&thief, false).unwrap());
-            while let Some(b) = thief.pop() {
+            while let Some((b, _)) = thief.pop() {
                 pool.push(b);
             }
-            while let Some(b) = q.pop() {
+            while let Some((b, _)) = q.pop() {
                 pool.push(b);
             }
         }
@@ -395,12 +417,37 @@ mod tests {
                     total += sum(batch);
                 }
             }
-            if let Some(b) = q.pop() {
+            if let Some((b, _)) = q.pop() {
                 total += *b;
             }
             total += thief.join().unwrap();
             total += sum(q.drain());
             assert_eq!(total, 15, "an item was lost or duplicated");
+        });
+    }
+
+    /// A `push_next` into an empty slot (the plain-store path) racing a thief, then a second
+    /// `push_next` (the swap path): every item comes out exactly once.
+    #[cfg(loom)]
+    #[test]
+    fn loom_runq_push_next_store_path() {
+        loom::model(|| {
+            let q = loom::sync::Arc::new(RunQueue::<Box<usize>>::new());
+            let q2 = q.clone();
+            let thief = loom::thread::spawn(move || {
+                let mine = RunQueue::<Box<usize>>::new();
+                let got = q2.steal_into(&mine, true).map_or(0, |b| *b);
+                got + sum(mine.drain())
+            });
+            let mut total = 0;
+            for i in [3usize, 4] {
+                if let Some(batch) = q.push_next(Box::new(i)) {
+                    total += sum(batch);
+                }
+            }
+            total += thief.join().unwrap();
+            total += sum(q.drain());
+            assert_eq!(total, 7, "an item was lost or duplicated");
         });
     }
 
@@ -416,7 +463,7 @@ mod tests {
                 let mine = RunQueue::<Box<usize>>::new();
                 q2.steal_into(&mine, true).map_or(0, |b| *b)
             });
-            let own = q.pop().map_or(0, |b| *b);
+            let own = q.pop().map_or(0, |(b, _)| *b);
             let stolen = thief.join().unwrap();
             assert_eq!(own + stolen, 7);
         });

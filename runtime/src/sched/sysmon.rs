@@ -76,8 +76,11 @@ pub(crate) fn run(rt: &Runtime) {
             let Some(p) = rt.allp[id].get() else { continue };
             match p.status() {
                 P_RUNNING => {
+                    // The slice counter (`schedtick >> 1`), not the running bit: between the
+                    // goroutines of one inherited slice the P is briefly not running, and
+                    // that must not restart the 10 ms.
                     let t = p.schedtick.load(Ordering::Relaxed);
-                    if t != s.schedtick || t & 1 == 0 {
+                    if t >> 1 != s.schedtick >> 1 {
                         s.schedtick = t;
                         s.sched_since = now;
                     } else if now - s.sched_since >= FORCE_PREEMPT {
