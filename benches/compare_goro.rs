@@ -160,6 +160,9 @@ fn pingpong(n: usize) {
     }
     let el = t.elapsed();
     peer.join().unwrap();
+    if std::env::var_os("GORO_BENCH_STATS").is_some() {
+        eprintln!("{:?}", goro::runtime::sched_stats());
+    }
     assert_eq!(sum, (n as u64) * (n as u64 - 1) / 2);
     row(
         "pingpong",

@@ -44,11 +44,15 @@ fn current_g_ptr() -> GPtr {
 /// frame's words can survive in unused slots of the frames that `f` then builds in the same
 /// place before switching out. Overwriting the area first keeps parked stacks free of them
 /// (optimised builds read the thread-local with one `fs`-relative load and need nothing).
+#[cfg(debug_assertions)]
 #[inline(never)]
 fn scrub_below() {
-    #[cfg(debug_assertions)]
     std::hint::black_box([0usize; 64]);
 }
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+fn scrub_below() {}
 
 /// Runs `f` with the running goroutine's cell without touching its reference count.
 #[inline(never)]

@@ -563,7 +563,10 @@ fn execute(rt: &Runtime, m: &M, g: GRef) {
     // `inheritTime`): the tick sysmon watches does not move, so a chain of goroutines handing
     // off to each other is asked to yield after 10 ms like one goroutine would be. Otherwise a
     // new slice starts, and a preemption request was for the previous one.
-    if !m.inherit.swap(false, Ordering::Relaxed) {
+    // Load and store, not a swap: only this M touches it, and a swap is a locked instruction.
+    let inherit = m.inherit.load(Ordering::Relaxed);
+    m.inherit.store(false, Ordering::Relaxed);
+    if !inherit {
         p.next_tick();
         if p.preempt.load(Ordering::Relaxed) {
             p.preempt.store(false, Ordering::Relaxed);
