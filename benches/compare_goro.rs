@@ -65,6 +65,9 @@ fn spawn_join(n: usize) {
     }
     let el = t0.elapsed();
     assert_eq!(sum, (n as u64) * (n as u64 - 1) / 2);
+    if std::env::var_os("GORO_BENCH_STATS").is_some() {
+        eprintln!("{:?}", goro::runtime::sched_stats());
+    }
     row(
         "spawn_join",
         "per_op",

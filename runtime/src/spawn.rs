@@ -96,8 +96,8 @@ impl SpawnBuilder {
         T: Send + 'static,
     {
         let size = self.stack_size.unwrap_or(rt.config.stack_size);
-        let cell = g::new_goroutine(f, size, rt.id).map_err(SpawnError)?;
-        sched::ready_new(rt, cell.untyped().clone());
+        let (cell, sched_ref) = g::new_goroutine(f, size, rt.id).map_err(SpawnError)?;
+        sched::ready_new(rt, sched_ref);
         Ok(JoinHandle { cell })
     }
 }

@@ -126,13 +126,14 @@ unsafe fn destroy<T>(ptr: NonNull<G>) {
     }
 }
 
-/// Creates a goroutine running `f` on a fresh slot and returns its cell, not yet queued: the
-/// caller queues a clone, which becomes the scheduling reference.
+/// Creates a goroutine running `f` on a fresh slot and returns its cell, not yet queued, with
+/// its scheduling reference (the cell starts with both references counted: one
+/// read-modify-write less than cloning on every spawn).
 pub(crate) fn new_goroutine<F, T>(
     f: F,
     stack_size: usize,
     runtime: usize,
-) -> Result<TypedGRef<T>, GuardError>
+) -> Result<(TypedGRef<T>, GRef), GuardError>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
@@ -181,7 +182,8 @@ where
     // SAFETY: the cell is not shared yet: we are its only user.
     unsafe { *r.cell().g.coro.get() = Some(coro) };
     crate::live::add(1);
-    Ok(r)
+    let sched = GRef { ptr: mem.cast() }; // the second reference `G::new` counted
+    Ok((r, sched))
 }
 
 // SAFETY: `into_raw` gives the (non-null) header pointer and forgets the reference without

@@ -171,7 +171,8 @@ impl G {
             last_m: AtomicUsize::new(NO_M),
             dying: std::sync::atomic::AtomicBool::new(false),
             locals: UnsafeCell::new(None),
-            refs: AtomicUsize::new(1),
+            // The `JoinHandle`'s reference and the scheduling reference (`new_goroutine`).
+            refs: AtomicUsize::new(2),
             destroy,
         }
     }

@@ -418,7 +418,15 @@ pub(crate) fn take_preempt_request() -> bool {
             return false;
         };
         // A plain load first: this is called in CPU loops, and a request is rare.
-        p.preempt.load(Ordering::Relaxed) && p.running() && p.preempt.swap(false, Ordering::Relaxed)
+        let asked = p.preempt.load(Ordering::Relaxed)
+            && p.running()
+            && p.preempt.swap(false, Ordering::Relaxed);
+        if asked {
+            // The yield that follows ends the slice; the next one starts with sysmon's 10 ms
+            // count from zero.
+            p.new_slice();
+        }
+        asked
     })
 }
 

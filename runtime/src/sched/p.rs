@@ -131,7 +131,9 @@ impl P {
     /// pair of goroutines handing off to each other cannot starve the rest of the queue.
     pub(crate) fn pop_local(&self) -> Option<(GRef, bool)> {
         use super::runq::Thin;
-        if self.preempt.load(Ordering::Relaxed) {
+        // Slice used up: whatever runs next starts a new one, the ring's head first.
+        let expired = self.preempt.load(Ordering::Relaxed);
+        if expired {
             self.preempt.store(false, Ordering::Relaxed);
             if let Some(g) = self.runq.pop_ring() {
                 return Some((g, false));
@@ -141,9 +143,17 @@ impl P {
         if !h.is_null() {
             self.handoff.store(std::ptr::null_mut(), Ordering::Relaxed);
             // SAFETY: as in `push_next`.
-            return Some((unsafe { GRef::from_raw(h) }, true));
+            return Some((unsafe { GRef::from_raw(h) }, !expired));
         }
-        self.runq.pop()
+        self.runq.pop().map(|(g, next)| (g, next && !expired))
+    }
+
+    /// Owner (the running goroutine, at a preemption point that honoured a request): the
+    /// slice is over; start a new one so sysmon's 10 ms count restarts.
+    pub(crate) fn new_slice(&self) {
+        let t = self.next_tick();
+        self.schedtick
+            .store(t.wrapping_mul(2) | 1, Ordering::Relaxed);
     }
 
     /// Owner: whether this schedule should look at the global queue first (every 61st
