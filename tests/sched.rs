@@ -213,6 +213,49 @@ fn handing_off_pair_does_not_starve_the_queue_on_one_proc() {
     assert!(waited < Duration::from_secs(5), "waited {waited:?}");
 }
 
+/// A goroutine spinning without preemption points keeps its P, but the goroutines queued
+/// behind it on that P (ring and `runnext`) are taken by the other P.
+#[test]
+fn goroutines_queued_behind_a_hog_are_stolen() {
+    let _s = serial();
+    if env_overrides() {
+        return;
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let r = goro::Builder::new().max_procs(2).run(|| {
+            let done = Arc::new(AtomicUsize::new(0));
+            let d2 = done.clone();
+            let hog = goro::spawn(move || {
+                // Queue 300 goroutines on this P (more than the ring holds: some overflow to
+                // the global queue, the last one sits in `runnext`), then spin without ever
+                // reaching a preemption point until they have all run elsewhere.
+                for _ in 0..300 {
+                    let d3 = d2.clone();
+                    drop(goro::spawn(move || {
+                        d3.fetch_add(1, Ordering::SeqCst);
+                    }));
+                }
+                let t = Instant::now();
+                while d2.load(Ordering::SeqCst) < 300 {
+                    assert!(
+                        t.elapsed() < Duration::from_secs(30),
+                        "queued goroutines starved"
+                    );
+                    std::hint::spin_loop();
+                }
+                t.elapsed()
+            });
+            hog.join().unwrap()
+        });
+        let _ = tx.send(r);
+    });
+    let waited = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("goroutines behind a spinning goroutine were never run");
+    assert!(waited < Duration::from_secs(30));
+}
+
 #[test]
 fn blocking_call_does_not_delay_other_goroutines() {
     let _s = serial();
