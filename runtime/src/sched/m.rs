@@ -9,7 +9,8 @@
 //! 4. if an idle M waits with pinned goroutines, hand it this P and sleep;
 //! 5. steal: become *spinning* (unless half of the busy Ps' worth of Ms already spin) and try
 //!    every other P four times in random order, taking half its ring (`runnext` too on the
-//!    last try);
+//!    last try); if `wakep` was called meanwhile (work is being readied), wait a moment and
+//!    look again instead of sleeping, so the busy M does not pay a futex wake per ready;
 //! 6. give up: under the scheduler lock check the global queue once more, then put the P on
 //!    the idle list. A spinning M then stops spinning and looks at every P's queue once more;
 //!    if one has work it takes an idle P back and starts again. Otherwise it sleeps (`stopm`)
@@ -316,6 +317,13 @@ fn find_runnable(rt: &Runtime, m: &M) -> Option<GRef> {
                 return Some(g);
             }
         }
+        // Readies kept arriving while we looked (each would have woken an M had we not been
+        // spinning): linger one more round, paced like Go's runnext wait, instead of going to
+        // sleep and having the busy M pay a futex wake for the next one.
+        if m.is_spinning() && rt.wake_wanted.swap(false, Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_micros(3));
+            continue 'top;
+        }
         // Nothing: give the P up (step 6).
         {
             let mut s = rt.lock();
@@ -456,7 +464,15 @@ fn stopm(rt: &Runtime, m: &Arc<M>) -> Option<(usize, bool)> {
 
 /// Wakes an idle P for newly runnable work, unless an M is already looking (Go's `wakep`).
 pub(crate) fn wakep(rt: &Runtime) {
-    if rt.npidle.load(Ordering::Relaxed) == 0 || rt.nmspinning.load(Ordering::Relaxed) != 0 {
+    if rt.npidle.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    if rt.nmspinning.load(Ordering::Relaxed) != 0 {
+        // Tell the spinner work keeps coming (a plain store, and only when not already set,
+        // so a busy M does not keep stealing the cache line back).
+        if !rt.wake_wanted.load(Ordering::Relaxed) {
+            rt.wake_wanted.store(true, Ordering::Relaxed);
+        }
         return;
     }
     if rt.stop.load(Ordering::Relaxed) {

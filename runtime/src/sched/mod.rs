@@ -102,6 +102,9 @@ pub(crate) struct Runtime {
     npidle: AtomicUsize,
     /// Ms looking for work (see `m.rs`).
     nmspinning: AtomicUsize,
+    /// A `wakep` found an M already spinning and did nothing: work is being readied while
+    /// the spinner looks, so it keeps looking a while longer (`m.rs`).
+    wake_wanted: AtomicBool,
     /// `pinned_ms.len()`, written under the lock.
     npinned: AtomicUsize,
     gomaxprocs: AtomicUsize,
@@ -234,6 +237,7 @@ impl Runtime {
             global_len: AtomicUsize::new(0),
             npidle: AtomicUsize::new(0),
             nmspinning: AtomicUsize::new(0),
+            wake_wanted: AtomicBool::new(false),
             npinned: AtomicUsize::new(0),
             gomaxprocs: AtomicUsize::new(procs),
             allp: (0..MAX_PROCS).map(|_| OnceLock::new()).collect(),
