@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
@@ -102,26 +104,26 @@ fn stress(procs: usize, n: usize, seed: u64) {
     }
 }
 
-#[test]
-fn stress_random_yields_and_nested_spawns_on_1_2_4_8_procs() {
+/// `stress` on 1, 2, 4 and 8 processors with each seed.
+fn stress_all(n: usize, seeds: [u64; 3]) {
     let _s = serial();
     for procs in [1, 2, 4, 8] {
-        for seed in [1, 2, 3] {
-            stress(procs, 20_000, seed);
+        for seed in seeds {
+            stress(procs, n, seed);
         }
     }
+}
+
+#[test]
+fn stress_random_yields_and_nested_spawns_on_1_2_4_8_procs() {
+    stress_all(20_000, [1, 2, 3]);
 }
 
 /// The full size: 1M goroutines per run (`cargo test --release -- --ignored`).
 #[test]
 #[ignore]
 fn stress_one_million_on_1_2_4_8_procs() {
-    let _s = serial();
-    for procs in [1, 2, 4, 8] {
-        for seed in [11, 12, 13] {
-            stress(procs, 1_000_000, seed);
-        }
-    }
+    stress_all(1_000_000, [11, 12, 13]);
 }
 
 #[test]
@@ -160,55 +162,56 @@ fn yielding_goroutine_does_not_starve_overflowed_goroutines() {
 #[test]
 fn handing_off_pair_does_not_starve_the_queue_on_one_proc() {
     let _s = serial();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let r = goro::Builder::new().max_procs(1).run(|| {
-            let stop = Arc::new(AtomicBool::new(false));
-            let s2 = stop.clone();
-            // The pair: park/unpark ping-pong until told to stop (each wakes the other into
-            // `runnext`, so without the slice rule the ring behind them never runs).
-            let pair = goro::spawn(move || {
-                let turn = Arc::new(AtomicUsize::new(0));
-                let me = goro::current();
-                let (t2, s3) = (turn.clone(), s2.clone());
-                let peer = goro::spawn(move || {
+    let (rounds, waited) = common::with_timeout(
+        Duration::from_secs(60),
+        "a handing-off pair starved the rest of the queue",
+        || {
+            goro::Builder::new().max_procs(1).run(|| {
+                let stop = Arc::new(AtomicBool::new(false));
+                // The pair: park/unpark ping-pong until told to stop (each wakes the other
+                // into `runnext`, so without the slice rule the ring behind them never runs).
+                let s2 = stop.clone();
+                let pair = goro::spawn(move || {
+                    let turn = Arc::new(AtomicUsize::new(0));
+                    let me = goro::current();
+                    let (t2, s3) = (turn.clone(), s2.clone());
+                    let waiting = move |t: &AtomicUsize, want: usize, s: &AtomicBool| {
+                        t.load(Ordering::Acquire) != want && !s.load(Ordering::Relaxed)
+                    };
+                    let peer = goro::spawn(move || {
+                        let mut i = 0;
+                        while !s3.load(Ordering::Relaxed) {
+                            while waiting(&t2, 2 * i + 1, &s3) {
+                                goro::park();
+                            }
+                            t2.store(2 * i + 2, Ordering::Release);
+                            me.unpark();
+                            i += 1;
+                        }
+                        me.unpark();
+                    });
+                    let pg = peer.goroutine();
                     let mut i = 0;
-                    while !s3.load(Ordering::Relaxed) {
-                        while t2.load(Ordering::Acquire) != 2 * i + 1 && !s3.load(Ordering::Relaxed)
-                        {
+                    while !s2.load(Ordering::Relaxed) {
+                        turn.store(2 * i + 1, Ordering::Release);
+                        pg.unpark();
+                        while waiting(&turn, 2 * i + 2, &s2) {
                             goro::park();
                         }
-                        t2.store(2 * i + 2, Ordering::Release);
-                        me.unpark();
                         i += 1;
                     }
-                    me.unpark();
-                });
-                let pg = peer.goroutine();
-                let mut i = 0;
-                while !s2.load(Ordering::Relaxed) {
-                    turn.store(2 * i + 1, Ordering::Release);
                     pg.unpark();
-                    while turn.load(Ordering::Acquire) != 2 * i + 2 && !s2.load(Ordering::Relaxed) {
-                        goro::park();
-                    }
-                    i += 1;
-                }
-                pg.unpark();
-                peer.join().unwrap();
-                i
-            });
-            let t = Instant::now();
-            goro::yield_now(); // behind the pair: runs only if the queue is not starved
-            let waited = t.elapsed();
-            stop.store(true, Ordering::Relaxed);
-            (pair.join().unwrap(), waited)
-        });
-        let _ = tx.send(r);
-    });
-    let (rounds, waited) = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("a handing-off pair starved the rest of the queue");
+                    peer.join().unwrap();
+                    i
+                });
+                let t = Instant::now();
+                goro::yield_now(); // behind the pair: runs only if the queue is not starved
+                let waited = t.elapsed();
+                stop.store(true, Ordering::Relaxed);
+                (pair.join().unwrap(), waited)
+            })
+        },
+    );
     assert!(rounds > 0);
     assert!(waited < Duration::from_secs(5), "waited {waited:?}");
 }
@@ -221,38 +224,37 @@ fn goroutines_queued_behind_a_hog_are_stolen() {
     if env_overrides() {
         return;
     }
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let r = goro::Builder::new().max_procs(2).run(|| {
-            let done = Arc::new(AtomicUsize::new(0));
-            let d2 = done.clone();
-            let hog = goro::spawn(move || {
-                // Queue 300 goroutines on this P (more than the ring holds: some overflow to
-                // the global queue, the last one sits in `runnext`), then spin without ever
-                // reaching a preemption point until they have all run elsewhere.
-                for _ in 0..300 {
-                    let d3 = d2.clone();
-                    drop(goro::spawn(move || {
-                        d3.fetch_add(1, Ordering::SeqCst);
-                    }));
-                }
-                let t = Instant::now();
-                while d2.load(Ordering::SeqCst) < 300 {
-                    assert!(
-                        t.elapsed() < Duration::from_secs(30),
-                        "queued goroutines starved"
-                    );
-                    std::hint::spin_loop();
-                }
-                t.elapsed()
-            });
-            hog.join().unwrap()
-        });
-        let _ = tx.send(r);
-    });
-    let waited = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("goroutines behind a spinning goroutine were never run");
+    let waited = common::with_timeout(
+        Duration::from_secs(60),
+        "goroutines behind a spinning goroutine were never run",
+        || {
+            goro::Builder::new().max_procs(2).run(|| {
+                let done = Arc::new(AtomicUsize::new(0));
+                let d2 = done.clone();
+                let hog = goro::spawn(move || {
+                    // Queue 300 goroutines on this P (more than the ring holds: some overflow
+                    // to the global queue, the last one sits in `runnext`), then spin without
+                    // ever reaching a preemption point until they have all run elsewhere.
+                    for _ in 0..300 {
+                        let d3 = d2.clone();
+                        drop(goro::spawn(move || {
+                            d3.fetch_add(1, Ordering::SeqCst);
+                        }));
+                    }
+                    let t = Instant::now();
+                    while d2.load(Ordering::SeqCst) < 300 {
+                        assert!(
+                            t.elapsed() < Duration::from_secs(30),
+                            "queued goroutines starved"
+                        );
+                        std::hint::spin_loop();
+                    }
+                    t.elapsed()
+                });
+                hog.join().unwrap()
+            })
+        },
+    );
     assert!(waited < Duration::from_secs(30));
 }
 

@@ -1,8 +1,26 @@
 //! Helpers shared by the integration tests (`mod common;` in each test file that uses them).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
+/// Runs `f` on its own thread and returns its value, or panics with `what` if it takes longer
+/// than `limit`: a starvation bug then fails the test instead of hanging it.
+#[allow(dead_code)] // not every test binary that declares `mod common` uses it
+pub fn with_timeout<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} (no result within {limit:?})"))
+}
+
+#[allow(dead_code)]
 /// Ping-pong between the calling goroutine and a new one by park/unpark, `n` round trips.
 /// A shared turn counter is checked on both sides, so a lost or doubled wake-up shows up as a
 /// hang (or a wrong turn), never as a silently passing test.

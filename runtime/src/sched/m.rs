@@ -251,14 +251,19 @@ fn schedule(rt: &Runtime, m: &M) {
     }
 }
 
-/// Lets go of a P past `gomaxprocs`: its goroutines go to the global queue.
+/// This M lets go of its P, which is past `gomaxprocs`.
 fn stop_p(rt: &Runtime, m: &M, p: &P) {
-    let gs = p.drain_all();
-    p.set_status(P_STOPPED);
     tls::set_current_p(std::ptr::null());
     if m.is_spinning() {
         reset_spinning(rt, m);
     }
+    retire_p(rt, p);
+}
+
+/// Stops a P past `gomaxprocs` that the caller holds: its goroutines go to the global queue.
+fn retire_p(rt: &Runtime, p: &P) {
+    let gs = p.drain_all();
+    p.set_status(P_STOPPED);
     if !gs.is_empty() {
         rt.inject_batch(gs);
     }
@@ -533,11 +538,7 @@ fn report_spawn_failure(e: &std::io::Error) {
 /// Hands a P retaken from an M in a blocking call to whoever should run it (Go's `handoffp`).
 pub(crate) fn handoffp(rt: &Runtime, p: &P) {
     if p.id >= rt.procs() {
-        let gs = p.drain_all();
-        p.set_status(P_STOPPED);
-        if !gs.is_empty() {
-            rt.inject_batch(gs);
-        }
+        retire_p(rt, p);
         return;
     }
     if p.has_work() || rt.global_len.load(Ordering::Relaxed) > 0 {
