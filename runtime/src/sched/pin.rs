@@ -189,8 +189,12 @@ fn measure_switch_depth() -> Option<usize> {
     use crate::stack::StackSlot;
     const PATTERN: usize = 0x5A5A_5A5A_5A5A_5A5A;
     let slot = StackSlot::new(16 << 10).ok()?;
-    let (lo, hi) = (slot.lo() + crate::stack::madvise::PAGE, slot.hi());
-    // SAFETY: the slot's usable range is ours (nothing runs on it yet) and writable.
+    // The stack part of the slot: above the guard, below the header.
+    let (lo, hi) = (
+        slot.lo() + crate::stack::madvise::PAGE,
+        slot.hi() - crate::stack::SLOT_HEADER,
+    );
+    // SAFETY: the slot's stack range is ours (nothing runs on it yet) and writable.
     unsafe { std::ptr::write_bytes(lo as *mut u8, 0x5A, hi - lo) };
     let sp = std::sync::Arc::new(AtomicUsize::new(0));
     let sp2 = sp.clone();
