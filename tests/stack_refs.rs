@@ -110,13 +110,17 @@ fn scoped_thread_writes_into_a_local() {
     with_churn(|| {
         let mut local = [0u64; 16];
         std::thread::scope(|s| {
-            s.spawn(|| {
+            let h = s.spawn(|| {
                 for (i, x) in local.iter_mut().enumerate() {
                     *x = i as u64 * 3;
                 }
             });
-            // The scope is still open while this goroutine switches.
+            // The scope is still open while this goroutine switches (and maybe moves to
+            // another OS thread). The explicit join is the README's rule: the scope's own
+            // implicit join parks the OS thread that opened the scope, which after a move is
+            // not ours, so without it this could wait forever.
             switch_around();
+            h.join().unwrap();
         });
         switch_around();
         assert_eq!(local.iter().sum::<u64>(), 3 * (0..16).sum::<u64>());
