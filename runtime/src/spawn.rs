@@ -80,9 +80,8 @@ impl SpawnBuilder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let h = sched::with_runtime(|rt| self.spawn_on(rt, f));
-        crate::preempt_point(); // spawn is a preemption point
-        h
+        // spawn is a preemption point: `spawn_with` yields afterwards if sysmon asked.
+        sched::spawn_with(|rt| self.make(rt, f))
     }
 
     /// Spawns on `rt` (what `run` uses for its main goroutine: a `run` holds its runtime).
@@ -95,10 +94,24 @@ impl SpawnBuilder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        let (h, sched_ref) = self.make(rt, f)?;
+        sched::ready_new(rt, sched_ref);
+        Ok(h)
+    }
+
+    /// Builds the goroutine on `rt`; returns its handle and its scheduling reference.
+    fn make<F, T>(
+        self,
+        rt: &sched::Runtime,
+        f: F,
+    ) -> Result<(JoinHandle<T>, crate::g::GRef), SpawnError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let size = self.stack_size.unwrap_or(rt.config.stack_size);
         let (cell, sched_ref) = g::new_goroutine(f, size, rt.id).map_err(SpawnError)?;
-        sched::ready_new(rt, sched_ref);
-        Ok(JoinHandle { cell })
+        Ok((JoinHandle { cell }, sched_ref))
     }
 }
 

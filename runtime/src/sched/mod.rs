@@ -165,15 +165,6 @@ pub(crate) fn with_here<R>(f: impl FnOnce(Option<Here<'_>>) -> R) -> R {
     f(here)
 }
 
-/// Runs `f` with the runtime a goroutine or plain thread should use, starting a background one
-/// if none runs. On an M this takes no reference count.
-pub(crate) fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> R {
-    with_here(|h| match h {
-        Some(h) => f(h.rt),
-        None => f(&runtime_or_start()),
-    })
-}
-
 /// The runtime for a goroutine spawned from a plain thread. Such a goroutine has no `run` to
 /// keep its runtime going, so a runtime that `run` started becomes the background runtime
 /// here: the last `run` to return no longer stops it (its goroutine would never run again).
@@ -417,21 +408,38 @@ impl Drop for Entered {
 
 /// Whether sysmon asked the goroutine running on this thread's P to yield; clears the request.
 pub(crate) fn take_preempt_request() -> bool {
-    with_here(|h| {
-        let Some(p) = h.and_then(|h| h.p) else {
-            return false;
-        };
-        // A plain load first: this is called in CPU loops, and a request is rare.
-        let asked = p.preempt.load(Ordering::Relaxed)
-            && p.running()
-            && p.preempt.swap(false, Ordering::Relaxed);
-        if asked {
-            // The yield that follows ends the slice; the next one starts with sysmon's 10 ms
-            // count from zero.
-            p.new_slice();
+    with_here(|h| h.and_then(|h| h.p).is_some_and(P::take_preempt_request))
+}
+
+/// Spawns: `make` builds the goroutine on the runtime this thread should use (starting a
+/// background one if none runs), and the new G is queued on this M's P (`runnext`), or
+/// globally off an M. One look at the thread's M and P serves the whole spawn, including its
+/// preemption point: if sysmon asked, the spawner yields afterwards.
+pub(crate) fn spawn_with<R, E>(
+    make: impl FnOnce(&Runtime) -> Result<(R, GRef), E>,
+) -> Result<R, E> {
+    let (r, yield_now) = with_here(|h| match h {
+        Some(Here { rt, p: Some(p), .. }) => {
+            let (r, g) = make(rt)?;
+            p.push_next(rt, g);
+            Ok((r, p.take_preempt_request()))
         }
-        asked
-    })
+        Some(Here { rt, p: None, .. }) => {
+            let (r, g) = make(rt)?;
+            rt.inject(g);
+            Ok((r, false))
+        }
+        None => {
+            let rt = runtime_or_start();
+            let (r, g) = make(&rt)?;
+            rt.inject(g);
+            Ok((r, false))
+        }
+    })?;
+    if yield_now {
+        crate::yield_now();
+    }
+    Ok(r)
 }
 
 /// Makes a runnable G eligible to run: on this M's P if it has one, else globally.

@@ -148,12 +148,20 @@ impl P {
         self.runq.pop().map(|(g, next)| (g, next && !expired))
     }
 
-    /// Owner (the running goroutine, at a preemption point that honoured a request): the
-    /// slice is over; start a new one so sysmon's 10 ms count restarts.
-    pub(crate) fn new_slice(&self) {
-        let t = self.next_tick();
-        self.schedtick
-            .store(t.wrapping_mul(2) | 1, Ordering::Relaxed);
+    /// Owner (the running goroutine, at a preemption point): whether sysmon asked it to
+    /// yield; clears the request. Honouring it ends the slice: a new one starts, so sysmon's
+    /// 10 ms count restarts.
+    pub(crate) fn take_preempt_request(&self) -> bool {
+        // A plain load first: this is called in CPU loops, and a request is rare.
+        let asked = self.preempt.load(Ordering::Relaxed)
+            && self.running()
+            && self.preempt.swap(false, Ordering::Relaxed);
+        if asked {
+            let t = self.next_tick();
+            self.schedtick
+                .store(t.wrapping_mul(2) | 1, Ordering::Relaxed);
+        }
+        asked
     }
 
     /// Owner: whether this schedule should look at the global queue first (every 61st
