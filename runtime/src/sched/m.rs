@@ -229,16 +229,16 @@ fn acquire(rt: &Runtime, m: &M, pid: usize, spinning: bool) {
 /// Runs goroutines while this M holds a P; returns when it has none (it went idle, handed its
 /// P away, or lost it in a blocking call) or the runtime stops.
 fn schedule(rt: &Runtime, m: &M) {
+    let mut p = tls::current_p();
     loop {
-        let p = tls::current_p();
         if p.is_null() || rt.stop.load(Ordering::Acquire) {
             return;
         }
         // SAFETY: CURRENT_P is a P this M owns; Ps live as long as the runtime, which
         // `m_main` keeps alive.
-        let p = unsafe { &*p };
-        if p.id >= rt.procs() {
-            stop_p(rt, m, p);
+        let held = unsafe { &*p };
+        if held.id >= rt.procs() {
+            stop_p(rt, m, held);
             return;
         }
         let Some(g) = find_runnable(rt, m) else {
@@ -247,7 +247,7 @@ fn schedule(rt: &Runtime, m: &M) {
         if m.is_spinning() {
             reset_spinning(rt, m);
         }
-        execute(rt, m, g);
+        p = execute(rt, m, g);
     }
 }
 
@@ -567,11 +567,12 @@ pub(crate) fn handoffp(rt: &Runtime, p: &P) {
 }
 
 /// Runs `g` until it switches out, then files it according to why.
-fn execute(rt: &Runtime, m: &M, g: GRef) {
+/// Returns this M's P afterwards (the goroutine may have changed it in `blocking`).
+fn execute(rt: &Runtime, m: &M, g: GRef) -> *const P {
     let last = g.last_m();
     if last != m.id && last != crate::g::NO_M && !pin::may_run_on(rt, last, &g) {
         pin::send_back(rt, last, g);
-        return;
+        return tls::current_p();
     }
     g.transition_to_running();
     tls::set_current_g(Some(&g));
@@ -598,11 +599,10 @@ fn execute(rt: &Runtime, m: &M, g: GRef) {
     // SAFETY: we hold the G's scheduling reference (from a queue) and no one scans its stack.
     let r = unsafe { g.resume() };
     g.set_last_m(m.id);
-    tls::set_current_g(None);
     // The goroutine may have left its P in `blocking` and come back with another, or none.
-    let p = tls::current_p();
+    let p_now = tls::leave_goroutine();
     // SAFETY: as in `schedule`.
-    let p = unsafe { p.as_ref() };
+    let p = unsafe { p_now.as_ref() };
     if let Some(p) = p {
         p.schedtick
             .store(p.tick().wrapping_mul(2), Ordering::Relaxed);
@@ -629,4 +629,5 @@ fn execute(rt: &Runtime, m: &M, g: GRef) {
         // SAFETY: this M ran the G to its return.
         corosensei::CoroutineResult::Return(()) => unsafe { g.finish() },
     }
+    p_now
 }
