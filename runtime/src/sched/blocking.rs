@@ -90,8 +90,7 @@ impl Drop for Exit {
             };
             drop(s);
             let p = h.rt.p(id);
-            p.schedtick
-                .store(p.tick().wrapping_mul(2) | 1, Ordering::Relaxed);
+            p.start_running(false);
             tls::set_current_p(p);
             true
         });

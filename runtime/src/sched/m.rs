@@ -67,8 +67,6 @@ pub(crate) struct M {
     pub(crate) inbox_len: AtomicUsize,
     /// Looking for work (counted in `Runtime::nmspinning`). Only this M writes it.
     spinning: AtomicBool,
-    /// The goroutine `find_runnable` just returned inherits the time slice. Only this M.
-    inherit: AtomicBool,
     /// Inside `goro::blocking`, with the id of the P it left (for exitsyscall and schedtrace).
     pub(crate) syscall_p: AtomicUsize,
     /// This thread's static thread-local block, for `pin.rs`: `[lo, hi)`.
@@ -148,7 +146,6 @@ impl M {
             inbox: Mutex::new(VecDeque::new()),
             inbox_len: AtomicUsize::new(0),
             spinning: AtomicBool::new(false),
-            inherit: AtomicBool::new(false),
             syscall_p: AtomicUsize::new(NO_P),
             tls_lo: AtomicUsize::new(0),
             tls_hi: AtomicUsize::new(0),
@@ -241,13 +238,13 @@ fn schedule(rt: &Runtime, m: &M) {
             stop_p(rt, m, held);
             return;
         }
-        let Some(g) = find_runnable(rt, m) else {
+        let Some((g, inherit)) = find_runnable(rt, m) else {
             return;
         };
         if m.is_spinning() {
             reset_spinning(rt, m);
         }
-        p = execute(rt, m, g);
+        p = execute(rt, m, g, inherit);
     }
 }
 
@@ -285,27 +282,27 @@ fn current_p<'a>() -> &'a P {
     unsafe { &*p }
 }
 
-/// Steps 1-6 of the module comment. Returns `None` after giving the P up.
-fn find_runnable(rt: &Runtime, m: &M) -> Option<GRef> {
+/// Steps 1-6 of the module comment: a goroutine, and whether it inherits the running time
+/// slice (taken from `runnext` or the handoff cell). Returns `None` after giving the P up.
+fn find_runnable(rt: &Runtime, m: &M) -> Option<(GRef, bool)> {
     'top: loop {
         let p = current_p();
         if m.inbox_len.load(Ordering::Acquire) > 0 {
             if let Some(g) = m.pop_inbox() {
-                return Some(g);
+                return Some((g, false));
             }
         }
         if p.global_turn() && rt.global_len.load(Ordering::Relaxed) > 0 {
             if let Some(g) = rt.take_global(p, 1) {
-                return Some(g);
+                return Some((g, false));
             }
         }
-        if let Some((g, inherit)) = p.pop_local() {
-            m.inherit.store(inherit, Ordering::Relaxed);
-            return Some(g);
+        if let Some(found) = p.pop_local() {
+            return Some(found);
         }
         if rt.global_len.load(Ordering::Relaxed) > 0 {
             if let Some(g) = rt.take_global(p, runq::CAP as usize / 2) {
-                return Some(g);
+                return Some((g, false));
             }
         }
         if rt.npinned.load(Ordering::Relaxed) > 0 && give_p_to_pinned(rt, m, p) {
@@ -319,7 +316,7 @@ fn find_runnable(rt: &Runtime, m: &M) -> Option<GRef> {
                 rt.nmspinning.fetch_add(1, Ordering::SeqCst);
             }
             if let Some(g) = steal_work(rt, m, p) {
-                return Some(g);
+                return Some((g, false));
             }
         }
         // Readies kept arriving while we looked (each would have woken an M had we not been
@@ -333,7 +330,7 @@ fn find_runnable(rt: &Runtime, m: &M) -> Option<GRef> {
         {
             let mut s = rt.lock();
             if let Some(g) = rt.take_global_locked(&mut s, p, runq::CAP as usize / 2) {
-                return Some(g);
+                return Some((g, false));
             }
             pidleput(rt, &mut s, p);
             tls::set_current_p(std::ptr::null());
@@ -568,7 +565,7 @@ pub(crate) fn handoffp(rt: &Runtime, p: &P) {
 
 /// Runs `g` until it switches out, then files it according to why.
 /// Returns this M's P afterwards (the goroutine may have changed it in `blocking`).
-fn execute(rt: &Runtime, m: &M, g: GRef) -> *const P {
+fn execute(rt: &Runtime, m: &M, g: GRef, inherit: bool) -> *const P {
     let last = g.last_m();
     if last != m.id && last != crate::g::NO_M && !pin::may_run_on(rt, last, &g) {
         pin::send_back(rt, last, g);
@@ -581,17 +578,10 @@ fn execute(rt: &Runtime, m: &M, g: GRef) -> *const P {
     // `inheritTime`): the tick sysmon watches does not move, so a chain of goroutines handing
     // off to each other is asked to yield after 10 ms like one goroutine would be. Otherwise a
     // new slice starts, and a preemption request was for the previous one.
-    // Load and store, not a swap: only this M touches it, and a swap is a locked instruction.
-    let inherit = m.inherit.load(Ordering::Relaxed);
-    m.inherit.store(false, Ordering::Relaxed);
-    if !inherit {
-        p.next_tick();
-        if p.preempt.load(Ordering::Relaxed) {
-            p.preempt.store(false, Ordering::Relaxed);
-        }
+    if !inherit && p.preempt.load(Ordering::Relaxed) {
+        p.preempt.store(false, Ordering::Relaxed);
     }
-    p.schedtick
-        .store(p.tick().wrapping_mul(2) | 1, Ordering::Relaxed);
+    p.start_running(!inherit);
     p.switches.store(
         p.switches.load(Ordering::Relaxed).wrapping_add(1),
         Ordering::Relaxed,
@@ -604,8 +594,7 @@ fn execute(rt: &Runtime, m: &M, g: GRef) -> *const P {
     // SAFETY: as in `schedule`.
     let p = unsafe { p_now.as_ref() };
     if let Some(p) = p {
-        p.schedtick
-            .store(p.tick().wrapping_mul(2), Ordering::Relaxed);
+        p.stop_running();
     }
     match r {
         corosensei::CoroutineResult::Yield(Switch::Yield) => {

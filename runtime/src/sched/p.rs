@@ -2,7 +2,7 @@
 //!
 //! Ownership: a P in status `P_RUNNING` or `P_SYSCALL` belongs to exactly one M; only that M
 //! (its scheduling code and the goroutines it runs) uses the owner-only operations (`push*`,
-//! `pop`, `handoff`, `tick`). Ownership moves with the scheduler lock (idle list), the M's
+//! `pop`, `handoff`, `schedtick`). Ownership moves with the scheduler lock (idle list), the M's
 //! park lock (`startm` handing a P over) or the status CAS `P_SYSCALL → P_IDLE` (sysmon
 //! retaking it) / `P_SYSCALL → P_RUNNING` (the blocked M taking it back); each is an
 //! acquire/release edge, so the new owner sees everything the old one wrote.
@@ -38,10 +38,10 @@ pub(crate) struct P {
     /// only (relaxed load and store, no read-modify-write); always empty when the P changes
     /// hands, since the M drains it before it schedules or lets the P go.
     handoff: AtomicPtr<()>,
-    /// Time slices started so far (schedules that did not inherit one); owner only.
-    tick: AtomicU32,
-    /// `2 * tick + 1` while a goroutine runs on the P, `2 * tick` between goroutines: one
-    /// store each way tells sysmon both that the P moved on and whether it runs.
+    /// `2 * slices + 1` while a goroutine runs on the P, `2 * slices` between goroutines,
+    /// where `slices` counts the time slices started (schedules that did not inherit one):
+    /// one store each way tells sysmon both that the P moved on and whether it runs. Only
+    /// the owner writes it (`start_running`, `stop_running`).
     pub(crate) schedtick: AtomicU32,
     /// Goroutines run so far, inherited slices included (thieves watch it; owner writes).
     pub(crate) switches: AtomicU32,
@@ -58,7 +58,6 @@ impl P {
             status: AtomicU32::new(P_IDLE),
             runq: RunQueue::new(),
             handoff: AtomicPtr::new(std::ptr::null_mut()),
-            tick: AtomicU32::new(0),
             schedtick: AtomicU32::new(0),
             switches: AtomicU32::new(0),
             syscalltick: AtomicU32::new(0),
@@ -157,30 +156,28 @@ impl P {
             && self.running()
             && self.preempt.swap(false, Ordering::Relaxed);
         if asked {
-            let t = self.next_tick();
-            self.schedtick
-                .store(t.wrapping_mul(2) | 1, Ordering::Relaxed);
+            self.start_running(true);
         }
         asked
     }
 
     /// Owner: whether this schedule should look at the global queue first (every 61st
-    /// schedule, Go's `schedtick%61`).
+    /// slice, Go's `schedtick%61`).
     pub(crate) fn global_turn(&self) -> bool {
-        self.tick
-            .load(Ordering::Relaxed)
-            .is_multiple_of(GLOBAL_CHECK_TICKS)
+        (self.schedtick.load(Ordering::Relaxed) >> 1).is_multiple_of(GLOBAL_CHECK_TICKS)
     }
 
-    /// Owner: counts a schedule that starts a new time slice.
-    pub(crate) fn next_tick(&self) -> u32 {
-        let t = self.tick.load(Ordering::Relaxed).wrapping_add(1);
-        self.tick.store(t, Ordering::Relaxed);
-        t
+    /// Owner: a goroutine runs on the P now, in a new time slice or continuing the current one.
+    pub(crate) fn start_running(&self, new_slice: bool) {
+        let slices = (self.schedtick.load(Ordering::Relaxed) >> 1).wrapping_add(new_slice as u32);
+        self.schedtick
+            .store(slices.wrapping_mul(2) | 1, Ordering::Relaxed);
     }
 
-    pub(crate) fn tick(&self) -> u32 {
-        self.tick.load(Ordering::Relaxed)
+    /// Owner: the goroutine switched out; the slice count stays.
+    pub(crate) fn stop_running(&self) {
+        let t = self.schedtick.load(Ordering::Relaxed);
+        self.schedtick.store(t & !1, Ordering::Relaxed);
     }
 
     /// Owner (or sysmon holding a retaken P): everything queued here, for the global queue.

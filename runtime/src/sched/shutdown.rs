@@ -57,10 +57,10 @@ pub(super) fn unwind_all(rt: &Runtime) -> usize {
         for g in gs {
             g.transition_to_running();
             tls::set_current_g(Some(&g));
-            p0.schedtick.store(1, Ordering::Relaxed);
+            p0.start_running(false);
             // SAFETY: we hold its scheduling reference; CURRENT_G is set just above.
             unsafe { g.force_unwind() };
-            p0.schedtick.store(0, Ordering::Relaxed);
+            p0.stop_running();
             tls::set_current_g(None);
             // SAFETY: this thread ran the G to its (forced) end.
             unsafe { g.finish() };
