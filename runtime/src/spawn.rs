@@ -84,7 +84,8 @@ impl SpawnBuilder {
         sched::spawn_with(|rt| self.make(rt, f))
     }
 
-    /// Spawns on `rt` (what `run` uses for its main goroutine: a `run` holds its runtime).
+    /// Spawns on `rt` from a thread that holds none of its Ps (what `run` uses for its main
+    /// goroutine: `run` holds its runtime, and runs on a plain thread).
     pub(crate) fn spawn_on<F, T>(
         self,
         rt: &sched::Runtime,
@@ -95,7 +96,7 @@ impl SpawnBuilder {
         T: Send + 'static,
     {
         let (h, sched_ref) = self.make(rt, f)?;
-        sched::ready_new(rt, sched_ref);
+        rt.inject(sched_ref);
         Ok(h)
     }
 

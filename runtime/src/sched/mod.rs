@@ -465,18 +465,6 @@ pub(crate) fn ready(g: GRef) {
     }
 }
 
-/// Queues a freshly spawned G on `rt`.
-pub(crate) fn ready_new(rt: &Runtime, g: GRef) {
-    with_here(|h| match h {
-        Some(Here {
-            rt: here,
-            p: Some(p),
-            ..
-        }) if std::ptr::eq(here, rt) => p.push_next(rt, g),
-        _ => rt.inject(g),
-    })
-}
-
 /// The runtime `set_max_procs`/`max_procs` talk to: this M's, else the running one.
 fn runtime_in_use<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
     with_here(|h| match h {
