@@ -18,7 +18,7 @@
 //! `goro-gc` (the garbage collector), and owns the examples and benchmarks.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub use goro_macros::main;
+pub use goro_macros::{main, select};
 pub use goro_runtime::*;
 
 /// The garbage collector (`goro-gc`).

@@ -14,6 +14,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod builder;
+pub mod chan;
 mod g;
 mod live;
 mod local;
@@ -25,11 +26,14 @@ mod sched;
 mod signal;
 mod spawn;
 pub mod stack;
+pub mod time;
 mod tls;
 
 pub use builder::{run, Builder};
 pub use local::GoroutineLocalKey;
 pub use panic::Panic;
-pub use park::{current, num_goroutine, park, preempt_point, try_current, yield_now, Goroutine};
+pub use park::{
+    current, num_goroutine, park, park_timeout, preempt_point, try_current, yield_now, Goroutine,
+};
 pub use sched::blocking;
 pub use spawn::{spawn, try_spawn, JoinHandle, SpawnBuilder, SpawnError};

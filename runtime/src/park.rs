@@ -66,6 +66,29 @@ pub fn park() {
     }
 }
 
+/// Like [`park`], but returns after `dur` at the latest (`std::thread::park_timeout`). In a
+/// goroutine the deadline is a timer in the scheduler (no thread sleeps for it); on a plain
+/// thread it is `std::thread::park_timeout`. May return early, spuriously or by an unpark:
+/// check the condition and the time in a loop.
+pub fn park_timeout(dur: std::time::Duration) {
+    let deadline = std::time::Instant::now().checked_add(dur);
+    let parked = tls::with_current_g(|g| {
+        g.map(|g| {
+            if g.try_consume_token() {
+                return;
+            }
+            let gref = tls::current_g().expect("a running goroutine");
+            match deadline {
+                Some(d) => crate::sched::timers::park_until(&gref, d),
+                None => g::park_current(g),
+            }
+        })
+    });
+    if parked.is_none() {
+        std::thread::park_timeout(dur);
+    }
+}
+
 /// Lets other goroutines run: the current one goes to the back of the run queue. On a plain
 /// thread it is `std::thread::yield_now`.
 pub fn yield_now() {

@@ -128,3 +128,35 @@ pub(crate) fn leave_goroutine() -> *const P {
     let _ = CURRENT_G.try_with(|c| c.set(None));
     CURRENT_P.try_with(|c| c.get()).unwrap_or(ptr::null())
 }
+
+/// Whether the running goroutine is being unwound by its runtime's shutdown (false on a
+/// plain thread): blocking calls made by its destructors must give up instead of waiting.
+pub(crate) fn current_is_dying() -> bool {
+    with_current_g(|g| g.is_some_and(G::is_dying))
+}
+
+thread_local! {
+    static RNG: Cell<u32> = const { Cell::new(0) };
+}
+
+/// A cheap per-thread pseudo-random number (xorshift32), for `select`'s poll order.
+#[inline(never)]
+pub(crate) fn fastrand() -> u32 {
+    RNG.try_with(|c| {
+        let mut x = c.get();
+        if x == 0 {
+            // Seed from the cell's address and the clock: distinct per thread.
+            x = (c as *const Cell<u32> as usize as u32)
+                ^ (std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.subsec_nanos()))
+                | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        c.set(x);
+        x
+    })
+    .unwrap_or(4)
+}

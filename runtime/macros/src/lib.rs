@@ -39,3 +39,22 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     )
     .into()
 }
+
+mod select;
+
+/// `goro::select!`: waits on several channel operations at once (see `goro::chan`).
+///
+/// ```text
+/// goro::select! {
+///     recv(rx) -> v => ...,          // v: Result<T, RecvError>
+///     send(tx, value) -> r => ...,   // r: Result<(), SendError<T>>
+///     default => ...,                // or default(timeout) => ..., or after(duration) => ...
+/// }
+/// ```
+#[proc_macro]
+pub fn select(input: TokenStream) -> TokenStream {
+    match syn::parse::<select::Select>(input) {
+        Ok(s) => s.expand().into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}

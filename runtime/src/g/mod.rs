@@ -424,11 +424,17 @@ mod live {
     }
 
     pub(crate) fn unpark(g: &G) {
+        unpark_with(g, &mut crate::sched::ready);
+    }
+
+    /// `unpark`, handing the scheduling reference of a goroutine it woke to `queue` instead of
+    /// the default (`runnext` of the caller's P): timers queue in deadline order.
+    pub(crate) fn unpark_with(g: &G, queue: &mut impl FnMut(GRef)) {
         if g.transition_to_notified() {
             // SAFETY: we won WAITING → RUNNABLE, which makes us the one owner of the parked
             // scheduling reference (the M stored it before committing the park).
             let me = unsafe { (*g.parked_ref.get()).take() };
-            crate::sched::ready(me.expect("a WAITING goroutine holds its scheduling reference"));
+            queue(me.expect("a WAITING goroutine holds its scheduling reference"));
         }
     }
 

@@ -53,6 +53,11 @@ const STEAL_TRIES: usize = 4;
 struct Wake {
     /// The P handed over by `startm`, and whether the M starts spinning.
     next_p: Option<(usize, bool)>,
+    /// This M is the timer waiter (`timers.rs`): it sleeps until `Runtime::timer_until`.
+    /// Changed under the scheduler lock and this lock both.
+    timer_wait: bool,
+    /// A timer earlier than `timer_until` was added: look again.
+    recheck: bool,
 }
 
 pub(crate) struct M {
@@ -104,6 +109,13 @@ impl M {
         let mut w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
         debug_assert!(w.next_p.is_none());
         w.next_p = Some((pid, spinning));
+        self.cv.notify_one();
+    }
+
+    /// Tells the timer waiter a timer earlier than its deadline was added.
+    pub(crate) fn recheck_timers(&self) {
+        let mut w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        w.recheck = true;
         self.cv.notify_one();
     }
 
@@ -287,6 +299,7 @@ fn current_p<'a>() -> &'a P {
 fn find_runnable(rt: &Runtime, m: &M) -> Option<(GRef, bool)> {
     'top: loop {
         let p = current_p();
+        rt.run_own_timers(p);
         if m.inbox_len.load(Ordering::Acquire) > 0 {
             if let Some(g) = m.pop_inbox() {
                 return Some((g, false));
@@ -358,6 +371,12 @@ fn find_runnable(rt: &Runtime, m: &M) -> Option<(GRef, bool)> {
 
 /// Step 5: tries every other P `STEAL_TRIES` times, in a random order.
 fn steal_work(rt: &Runtime, m: &M, p: &P) -> Option<GRef> {
+    // Timers of Ps whose Ms are busy elsewhere or asleep (`timers.rs`, step 2).
+    if rt.run_all_timers(p) > 0 {
+        if let Some((g, _)) = p.pop_local() {
+            return Some(g);
+        }
+    }
     let procs = rt.procs();
     for attempt in 0..STEAL_TRIES {
         let last = attempt == STEAL_TRIES - 1;
@@ -434,7 +453,9 @@ fn give_p_to_pinned(rt: &Runtime, m: &M, p: &P) -> bool {
     true
 }
 
-/// Puts this M to sleep until `startm` hands it a P; `None` when the runtime stops.
+/// Puts this M to sleep until `startm` hands it a P; `None` when the runtime stops. The first
+/// M to sleep while timers are pending becomes the timer waiter (`timers.rs`, step 3): it
+/// wakes at the earliest deadline and takes an idle P, as a spinner, to run them.
 fn stopm(rt: &Runtime, m: &Arc<M>) -> Option<(usize, bool)> {
     {
         let mut s = rt.lock();
@@ -450,17 +471,100 @@ fn stopm(rt: &Runtime, m: &Arc<M>) -> Option<(usize, bool)> {
             rt.npinned.store(s.pinned_ms.len(), Ordering::Relaxed);
         } else {
             s.idle_ms.push(m.clone());
+            if s.timer_waiter.is_none() {
+                update_timer_wait(rt, &mut s, m);
+            }
         }
     }
     let mut w = m.wake.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         if let Some(x) = w.next_p.take() {
+            let was_waiter = std::mem::take(&mut w.timer_wait);
+            drop(w);
+            if was_waiter {
+                pass_timer_wait(rt, m);
+            }
             return Some(x);
         }
         if rt.stop.load(Ordering::Acquire) {
             return None;
         }
-        w = m.cv.wait(w).unwrap_or_else(|e| e.into_inner());
+        if !w.timer_wait {
+            w = m.cv.wait(w).unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        let until = rt.timer_until.load(Ordering::SeqCst);
+        let now = super::timers::now_nanos();
+        if now < until && !w.recheck {
+            let d = std::time::Duration::from_nanos(until - now);
+            w = m.cv.wait_timeout(w, d).unwrap_or_else(|e| e.into_inner()).0;
+            continue;
+        }
+        w.recheck = false;
+        drop(w);
+        {
+            let mut s = rt.lock();
+            // Still idle? (A `startm` may have taken us off the list to hand us a P.)
+            let listed = s.idle_ms.iter().position(|x| Arc::ptr_eq(x, m));
+            if let Some(i) = listed {
+                if rt.earliest_timer() <= super::timers::now_nanos() {
+                    // Due: run them on an idle P, as a spinner (`steal_work` runs all heaps).
+                    if let Some(pid) = pidleget(rt, &mut s) {
+                        s.idle_ms.swap_remove(i);
+                        resign_timer_wait(rt, &mut s, m);
+                        rt.nmspinning.fetch_add(1, Ordering::SeqCst);
+                        return Some((pid, true));
+                    }
+                    // Every P is busy, and each M runs its own P's timers: stop waiting.
+                    resign_timer_wait(rt, &mut s, m);
+                } else {
+                    update_timer_wait(rt, &mut s, m);
+                }
+            }
+        }
+        w = m.wake.lock().unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// Under the scheduler lock: makes `m` (idle, listed) the timer waiter for the earliest
+/// deadline, or no one's if there are no timers. The store-then-load order against
+/// `timers::add` is the no-forgotten-timer argument in `timers.rs`.
+fn update_timer_wait(rt: &Runtime, s: &mut Sched, m: &Arc<M>) {
+    let mut until = rt.earliest_timer();
+    if until == super::timers::NONE {
+        resign_timer_wait(rt, s, m);
+        return;
+    }
+    rt.timer_until.store(until, Ordering::SeqCst);
+    let again = rt.earliest_timer();
+    if again < until {
+        until = again;
+        rt.timer_until.store(until, Ordering::SeqCst);
+    }
+    s.timer_waiter = Some(m.clone());
+    m.wake.lock().unwrap_or_else(|e| e.into_inner()).timer_wait = true;
+}
+
+/// Under the scheduler lock: `m` stops being the timer waiter.
+fn resign_timer_wait(rt: &Runtime, s: &mut Sched, m: &Arc<M>) {
+    if s.timer_waiter.as_ref().is_some_and(|w| Arc::ptr_eq(w, m)) {
+        s.timer_waiter = None;
+        rt.timer_until.store(0, Ordering::SeqCst);
+    }
+    m.wake.lock().unwrap_or_else(|e| e.into_inner()).timer_wait = false;
+}
+
+/// The timer waiter `m` was handed a P for other work: another idle M takes over the wait.
+fn pass_timer_wait(rt: &Runtime, m: &Arc<M>) {
+    let mut s = rt.lock();
+    if !s.timer_waiter.as_ref().is_some_and(|w| Arc::ptr_eq(w, m)) {
+        return;
+    }
+    s.timer_waiter = None;
+    rt.timer_until.store(0, Ordering::SeqCst);
+    if let Some(next) = s.idle_ms.last().cloned() {
+        update_timer_wait(rt, &mut s, &next);
+        next.recheck_timers();
     }
 }
 

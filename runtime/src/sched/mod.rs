@@ -45,6 +45,7 @@ mod pin;
 pub(crate) mod runq;
 mod shutdown;
 mod sysmon;
+pub(crate) mod timers;
 
 pub use blocking::blocking;
 pub(crate) use m::M;
@@ -53,7 +54,7 @@ pub(crate) use p::P;
 use crate::g::GRef;
 use crate::tls;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
@@ -89,6 +90,8 @@ pub(crate) struct Sched {
     idle_ms: Vec<Arc<M>>,
     /// Idle Ms holding goroutines pinned to them (see `pin.rs`), waiting for any P.
     pinned_ms: Vec<Arc<M>>,
+    /// The idle M that sleeps until the earliest timer (`timers.rs`).
+    timer_waiter: Option<Arc<M>>,
 }
 
 pub(crate) struct Runtime {
@@ -107,6 +110,9 @@ pub(crate) struct Runtime {
     wake_wanted: AtomicBool,
     /// `pinned_ms.len()`, written under the lock.
     npinned: AtomicUsize,
+    /// The timer waiter's deadline (`timers::now_nanos` scale), 0 when no M waits for timers.
+    /// Written under the lock; read by `timers::add` without it.
+    timer_until: AtomicU64,
     gomaxprocs: AtomicUsize,
     /// Ps by id, created when `gomaxprocs` first reaches them and kept for the runtime's life.
     allp: Box<[OnceLock<Box<P>>]>,
@@ -224,12 +230,14 @@ impl Runtime {
                 idle_ps: Vec::new(),
                 idle_ms: Vec::new(),
                 pinned_ms: Vec::new(),
+                timer_waiter: None,
             }),
             global_len: AtomicUsize::new(0),
             npidle: AtomicUsize::new(0),
             nmspinning: AtomicUsize::new(0),
             wake_wanted: AtomicBool::new(false),
             npinned: AtomicUsize::new(0),
+            timer_until: AtomicU64::new(0),
             gomaxprocs: AtomicUsize::new(procs),
             allp: (0..MAX_PROCS).map(|_| OnceLock::new()).collect(),
             allm: (0..MAX_MS).map(|_| OnceLock::new()).collect(),
@@ -276,6 +284,14 @@ impl Runtime {
             if let Some(t) = self.sysmon.get() {
                 t.unpark();
             }
+        }
+    }
+
+    /// Wakes the timer waiter to look at the heaps again (a timer earlier than its deadline).
+    fn recheck_timer_waiter(&self) {
+        let s = self.lock();
+        if let Some(m) = &s.timer_waiter {
+            m.recheck_timers();
         }
     }
 

@@ -49,6 +49,8 @@ pub(crate) struct P {
     pub(crate) syscalltick: AtomicU32,
     /// sysmon asks the running goroutine to yield at its next preemption point.
     pub(crate) preempt: AtomicBool,
+    /// Timers armed by goroutines running here (`timers.rs`); any M may run the due ones.
+    pub(crate) timers: super::timers::TimerHeap,
 }
 
 impl P {
@@ -62,6 +64,7 @@ impl P {
             switches: AtomicU32::new(0),
             syscalltick: AtomicU32::new(0),
             preempt: AtomicBool::new(false),
+            timers: Default::default(),
         }
     }
 

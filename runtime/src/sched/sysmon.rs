@@ -16,6 +16,9 @@
 //!    queued work, if no P is idle or spinning to pick up new work, or if the call has lasted
 //!    10 ms. Otherwise it is left to its M, whose fast path takes it back with no locking.
 //!
+//! 4. (after the P loop) **Timers no M waits for** (all Ms busy, see `timers.rs`): sysmon
+//!    sleeps at most until the earliest one and wakes an idle P for it when it is due.
+//!
 //! And `GORO_DEBUG=schedtrace=<ms>` prints Go's `SCHED` line every `<ms>` milliseconds.
 //!
 //! Rhythm (Go's): sleep 20 µs; after 50 rounds with nothing to do, double the sleep up to 10 ms.
@@ -25,6 +28,7 @@
 
 use super::m::{handoffp, wakep};
 use super::p::{P_RUNNING, P_SYSCALL};
+use super::timers;
 use super::Runtime;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -54,10 +58,14 @@ pub(crate) fn run(rt: &Runtime) {
     let mut idle_rounds = 0;
     let mut seen: Vec<Seen> = Vec::new();
     while !rt.stop.load(Ordering::Acquire) {
-        std::thread::park_timeout(match next_trace {
+        let mut nap = match next_trace {
             Some(t) => sleep.min(t.saturating_duration_since(Instant::now())),
             None => sleep,
-        });
+        };
+        if let Some(t) = unwatched_timer(rt) {
+            nap = nap.min(Duration::from_nanos(t.saturating_sub(timers::now_nanos())));
+        }
+        std::thread::park_timeout(nap);
         let now = Instant::now();
         let procs = rt.procs();
         if seen.len() < procs {
@@ -118,6 +126,12 @@ pub(crate) fn run(rt: &Runtime) {
                 _ => {}
             }
         }
+        // 5. Timers no M waits for (`timers.rs`, step 4): wake an idle P for a due one.
+        if unwatched_timer(rt).is_some_and(|t| t <= timers::now_nanos())
+            && rt.npidle.load(Ordering::Relaxed) > 0
+        {
+            wakep(rt);
+        }
         if let (Some(at), Some(every)) = (next_trace, trace) {
             if now >= at {
                 eprintln!("{}", schedtrace_line(rt, now - rt.started));
@@ -137,6 +151,14 @@ pub(crate) fn run(rt: &Runtime) {
         }
         rt.sysmon_idle.store(sleep > KICKABLE, Ordering::Relaxed);
     }
+}
+
+/// The earliest timer deadline when no M is the timer waiter (`timers.rs`), else `None`.
+fn unwatched_timer(rt: &Runtime) -> Option<u64> {
+    if rt.timer_until.load(Ordering::SeqCst) != 0 {
+        return None;
+    }
+    Some(rt.earliest_timer()).filter(|&t| t != timers::NONE)
 }
 
 /// `GORO_DEBUG=schedtrace=<ms>` (comma-separated with other settings, like `GODEBUG`).

@@ -1,0 +1,258 @@
+//! Waiter records: how a blocked channel operation waits, and how another party completes it
+//! (Go's `sudog` and `selectDone`).
+//!
+//! A blocking operation (`send`, `recv`, or a whole `select`) owns one [`Selector`] and one
+//! [`Waiter`] per channel it waits on. Both live **in the waiting frame, on the goroutine's
+//! (or thread's) stack**, under this argument:
+//! 1. a `Waiter` is reachable from another thread only while it is linked into a channel's
+//!    [`WaitQueue`], and every access through the queue happens under that channel's lock;
+//! 2. the waiting frame does not return until each of its `Waiter`s is unlinked: the party
+//!    that completes it unlinks it, and the waiter unlinks the rest itself, under each lock;
+//! 3. the one access that happens outside a lock is the completer's wake-up: it claims the
+//!    `Selector` (compare-and-swap `WAITING → case`), transfers the value and unlinks under
+//!    the lock, and after unlocking unparks the waiter and only then sets `done`. The waiting
+//!    frame does not return before it sees `done` (a spurious wake-up in that window yields
+//!    instead of parking, so the completer's unpark cannot be consumed and lost);
+//! 4. goroutine stacks never move (the stack design of `crate::stack`), so the addresses stay
+//!    valid while the frame is suspended, on whichever M it later resumes;
+//! 5. a frame left by unwinding (a goroutine dropped at runtime shutdown is force-unwound at
+//!    its park) runs [`Selector`]'s cleanup through the `Waiting` guard of `select.rs`/`mod.rs`,
+//!    which claims `ABORTED`, or waits for `done`, and unlinks everything before the frame goes.
+//!
+//! So nothing writes into a parked stack without its owner knowing: every writer holds a
+//! channel lock the owner takes again before leaving, or is the single claimer the owner waits
+//! for. This is what Go does with `sudog`s, minus the heap allocation (Go allocates them
+//! because its stacks move).
+//!
+//! Claiming is the only arbitration: a `select` waiting on several channels is completed by
+//! whichever party wins the compare-and-swap; the others find the claim taken and drop that
+//! `Waiter` from their queue. The waiting party claims `ABORTED` itself to give up (deadline,
+//! shutdown).
+
+use crate::g::G;
+use crate::loom::{AtomicU8, Ordering};
+use std::cell::{Cell, UnsafeCell};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::AtomicUsize;
+
+/// `Selector::state` before anyone claimed it.
+pub(crate) const WAITING: usize = usize::MAX;
+/// The waiting party gave up (deadline passed, or it is being unwound).
+pub(crate) const ABORTED: usize = usize::MAX - 1;
+
+/// Who to wake: a goroutine (borrowed: the protocol keeps it alive, point 3) or a thread.
+enum Parker {
+    Goroutine(NonNull<G>),
+    Thread(std::thread::Thread),
+}
+
+/// One blocking operation's claim word and wake-up (public only for `select!`'s expansion).
+#[doc(hidden)]
+pub struct Selector {
+    state: AtomicUsize,
+    /// Set by the claimer after its last touch of this selector (its unpark).
+    done: AtomicU8,
+    parker: Parker,
+}
+
+impl Selector {
+    /// A selector for the calling goroutine or thread.
+    pub(crate) fn current() -> Selector {
+        let parker = crate::tls::with_current_g(|g| match g {
+            Some(g) => Parker::Goroutine(NonNull::from(g)),
+            None => Parker::Thread(std::thread::current()),
+        });
+        Selector {
+            state: AtomicUsize::new(WAITING),
+            done: AtomicU8::new(0),
+            parker,
+        }
+    }
+
+    /// Claims the selector for `case`; true for exactly one claimer.
+    pub(crate) fn try_claim(&self, case: usize) -> bool {
+        self.state
+            .compare_exchange(WAITING, case, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub(crate) fn state(&self) -> usize {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// The claimer's wake-up, after it released the channel lock (point 3).
+    ///
+    /// # Safety
+    /// `this` was claimed by the caller (`try_claim` returned true) and not woken yet.
+    pub(crate) unsafe fn wake(this: *const Selector) {
+        // SAFETY: the waiting frame stays until `done` (point 3), so `this` is valid, and so
+        // is the goroutine it names (a goroutine is freed only after it returns).
+        unsafe {
+            match &(*this).parker {
+                Parker::Goroutine(g) => crate::g::unpark(g.as_ref()),
+                Parker::Thread(t) => t.unpark(),
+            }
+            (*this).done.store(1, Ordering::Release);
+        }
+    }
+
+    /// Blocks until claimed, or until `deadline` passes or the goroutine is being unwound at
+    /// shutdown (then claims `ABORTED` itself if it still can). Returns the final state; on a
+    /// case claimed by another party, only after that party's `wake` is done with us.
+    pub(crate) fn wait(&self, deadline: Option<std::time::Instant>) -> usize {
+        loop {
+            let s = self.state();
+            if s != WAITING {
+                self.wait_done(s);
+                return s;
+            }
+            let expired = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+            if (expired || crate::tls::current_is_dying()) && self.try_claim(ABORTED) {
+                return ABORTED;
+            }
+            match deadline {
+                Some(d) => {
+                    crate::park_timeout(d.saturating_duration_since(std::time::Instant::now()))
+                }
+                None => crate::park(),
+            }
+        }
+    }
+
+    /// The state is claimed: if by another party, wait until it has woken us.
+    pub(crate) fn wait_done(&self, s: usize) {
+        if s == ABORTED {
+            return; // our own claim: no one else touches us
+        }
+        while self.done.load(Ordering::Acquire) == 0 {
+            // The claimer is between its unlock and its `done` (a few instructions, unless
+            // the OS preempted it). Yield rather than park: our unpark token may already have
+            // been consumed by the wake-up that brought us here.
+            #[cfg(loom)]
+            loom::thread::yield_now();
+            #[cfg(not(loom))]
+            crate::yield_now();
+        }
+    }
+}
+
+/// One channel's record of a waiting operation: linked into that channel's send or receive
+/// queue while it waits. Every field is accessed under the channel's lock, or by the owner
+/// once it is unlinked and its selector settled.
+pub(crate) struct Waiter<T> {
+    prev: Cell<*const Waiter<T>>,
+    next: Cell<*const Waiter<T>>,
+    linked: Cell<bool>,
+    /// A waiting sender's value (taken by the receiver that completes it; still there if the
+    /// channel closed), or the slot a receiver's value is delivered into.
+    pub(crate) slot: UnsafeCell<Option<T>>,
+    sel: Cell<*const Selector>,
+    case: Cell<usize>,
+}
+
+impl<T> Waiter<T> {
+    pub(crate) fn new(value: Option<T>) -> Waiter<T> {
+        Waiter {
+            prev: Cell::new(ptr::null()),
+            next: Cell::new(ptr::null()),
+            linked: Cell::new(false),
+            slot: UnsafeCell::new(value),
+            sel: Cell::new(ptr::null()),
+            case: Cell::new(0),
+        }
+    }
+
+    /// The owner, once the waiter is settled: the slot's content.
+    pub(crate) fn take_slot(&mut self) -> Option<T> {
+        self.slot.get_mut().take()
+    }
+}
+
+/// A channel's queue of waiting senders or receivers (Go's `waitq`): an intrusive doubly
+/// linked list of [`Waiter`]s, touched only under the channel's lock.
+pub(crate) struct WaitQueue<T> {
+    head: *const Waiter<T>,
+    tail: *const Waiter<T>,
+}
+
+impl<T> WaitQueue<T> {
+    pub(crate) const fn new() -> WaitQueue<T> {
+        WaitQueue {
+            head: ptr::null(),
+            tail: ptr::null(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_null()
+    }
+
+    /// Appends `w`, waiting for `sel` as `case`.
+    ///
+    /// # Safety
+    /// Under the channel's lock; `w` and `sel` stay valid until `w` is unlinked and `sel`
+    /// settled (the waiter argument, points 2-3).
+    pub(crate) unsafe fn push(&mut self, w: &Waiter<T>, sel: &Selector, case: usize) {
+        debug_assert!(!w.linked.get());
+        w.sel.set(sel);
+        w.case.set(case);
+        w.linked.set(true);
+        w.next.set(ptr::null());
+        w.prev.set(self.tail);
+        if self.tail.is_null() {
+            self.head = w;
+        } else {
+            // SAFETY: linked waiters are valid (the caller's contract when they were pushed).
+            unsafe { (*self.tail).next.set(w) };
+        }
+        self.tail = w;
+    }
+
+    /// Unlinks `w` if it is linked (to this queue).
+    ///
+    /// # Safety
+    /// Under the channel's lock, `w` pushed (if ever) onto this queue.
+    pub(crate) unsafe fn remove(&mut self, w: &Waiter<T>) {
+        if !w.linked.get() {
+            return;
+        }
+        let (p, n) = (w.prev.get(), w.next.get());
+        if p.is_null() {
+            self.head = n;
+        } else {
+            // SAFETY: linked neighbours are valid.
+            unsafe { (*p).next.set(n) };
+        }
+        if n.is_null() {
+            self.tail = p;
+        } else {
+            // SAFETY: as above.
+            unsafe { (*n).prev.set(p) };
+        }
+        w.linked.set(false);
+        w.prev.set(ptr::null());
+        w.next.set(ptr::null());
+    }
+
+    /// Unlinks waiters from the head until one whose selector the caller claims; returns it
+    /// with its selector, for the caller to complete and wake after unlocking. Waiters whose
+    /// selector was claimed by someone else (a `select` completed elsewhere, or one that gave
+    /// up) are dropped from the queue on the way, like Go's `dequeue`.
+    ///
+    /// # Safety
+    /// Under the channel's lock.
+    pub(crate) unsafe fn pop_claimed(&mut self) -> Option<(&Waiter<T>, *const Selector)> {
+        while !self.head.is_null() {
+            // SAFETY: linked waiters are valid; we hold the lock.
+            let w = unsafe { &*self.head };
+            // SAFETY: as above.
+            unsafe { self.remove(w) };
+            let sel = w.sel.get();
+            // SAFETY: a linked waiter's selector is valid (point 2).
+            if unsafe { (*sel).try_claim(w.case.get()) } {
+                return Some((w, sel));
+            }
+        }
+        None
+    }
+}
