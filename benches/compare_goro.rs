@@ -12,8 +12,13 @@
 //!   such a program); `fresh_cold`: the same after `goro::stack::trim()`, so every page faults
 //!   in again (the true first-touch cost); `warm`: one goroutine recursing again and again.
 //! - `pingpong`: N round trips of an integer between two goroutines over two rendezvous
-//!   channels (`workloads/rendezvous.rs` until `goro::chan` exists).
+//!   channels (`goro::chan::bounded(0)`).
 //! - `ring`: 1,000 goroutines in a ring of rendezvous channels pass a token N hops.
+//! - `chan_buffered`: 4 producers and 4 consumers move N integers through one channel of
+//!   capacity 1,024 (ns per value).
+//! - `mutex`: 8 goroutines each lock a `goro::sync::Mutex`, increment, unlock, N/8 times.
+//! - `sleep`: N goroutines each sleep 10 ms: wall time until all finished, and RSS added per
+//!   goroutine sampled right after the spawn loop.
 //! - `fanout`: N small CPU tasks (1,000 rounds of an LCG each) spawned and waited for, on one
 //!   processor and then on two (two runtimes in turn); reports both times and the speed-up.
 
@@ -27,9 +32,6 @@ fn row(workload: &str, metric: &str, value: f64, unit: &str) {
 #[path = "workloads/spawn_idle.rs"]
 mod workloads;
 
-#[path = "workloads/rendezvous.rs"]
-mod rendezvous;
-use rendezvous::Rendezvous;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -144,24 +146,21 @@ fn stack_grow(n: usize) {
 }
 
 fn pingpong(n: usize) {
-    let (a, b) = (
-        Arc::new(Rendezvous::<u64>::default()),
-        Arc::new(Rendezvous::<u64>::default()),
-    );
-    let (a2, b2) = (a.clone(), b.clone());
+    let (a_tx, a_rx) = goro::chan::bounded::<u64>(0);
+    let (b_tx, b_rx) = goro::chan::bounded::<u64>(0);
     let peer = goro::spawn(move || {
-        for _ in 0..n {
-            let v = a2.recv();
-            b2.send(v);
+        for v in a_rx.iter() {
+            b_tx.send(v).unwrap();
         }
     });
     let t = Instant::now();
     let mut sum = 0u64;
     for i in 0..n as u64 {
-        a.send(i);
-        sum += b.recv();
+        a_tx.send(i).unwrap();
+        sum += b_rx.recv().unwrap();
     }
     let el = t.elapsed();
+    drop(a_tx);
     peer.join().unwrap();
     if std::env::var_os("GORO_BENCH_STATS").is_some() {
         eprintln!("{:?}", goro::runtime::sched_stats());
@@ -180,42 +179,110 @@ const STOP: u64 = 1 << 63;
 const RING: usize = 1000;
 
 fn ring(n: usize) {
-    let chans: Arc<Vec<Rendezvous<u64>>> =
-        Arc::new((0..RING).map(|_| Rendezvous::default()).collect());
-    let done = Arc::new(Rendezvous::<usize>::default());
-    let hs: Vec<_> = (0..RING)
-        .map(|i| {
-            let (chans, done) = (chans.clone(), done.clone());
-            goro::spawn(move || {
-                let next = &chans[(i + 1) % RING];
-                loop {
-                    let m = chans[i].recv();
-                    if m & STOP != 0 {
-                        let left = m & !STOP;
-                        if left > 1 {
-                            next.send(STOP | (left - 1));
-                        }
-                        return;
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..RING).map(|_| goro::chan::bounded::<u64>(0)).unzip();
+    let (done_tx, done_rx) = goro::chan::bounded::<usize>(0);
+    let hs: Vec<_> = rxs
+        .into_iter()
+        .enumerate()
+        .map(|(i, rx)| {
+            let next = txs[(i + 1) % RING].clone();
+            let done = done_tx.clone();
+            goro::spawn(move || loop {
+                let m = rx.recv().unwrap();
+                if m & STOP != 0 {
+                    let left = m & !STOP;
+                    if left > 1 {
+                        next.send(STOP | (left - 1)).unwrap();
                     }
-                    if m == 0 {
-                        done.send(i);
-                        next.send(STOP | (RING as u64 - 1));
-                        return;
-                    }
-                    next.send(m - 1);
+                    return;
                 }
+                if m == 0 {
+                    done.send(i).unwrap();
+                    next.send(STOP | (RING as u64 - 1)).unwrap();
+                    return;
+                }
+                next.send(m - 1).unwrap();
             })
         })
         .collect();
     let t = Instant::now();
-    chans[0].send(n as u64);
-    let last = done.recv();
+    txs[0].send(n as u64).unwrap();
+    let last = done_rx.recv().unwrap();
     let el = t.elapsed();
     for h in hs {
         h.join().unwrap();
     }
     assert_eq!(last, n % RING);
     row("ring", "per_hop", el.as_secs_f64() * 1e9 / n as f64, "ns");
+}
+
+/// 4 producers and 4 consumers on one channel of capacity 1,024; producer `p` sends
+/// `p*n/4 .. (p+1)*n/4`; the consumers' sum is checked against the sum sent.
+fn chan_buffered(n: usize) {
+    let (tx, rx) = goro::chan::bounded::<u64>(1024);
+    let t = Instant::now();
+    let producers: Vec<_> = (0..4u64)
+        .map(|p| {
+            let tx = tx.clone();
+            let (lo, hi) = (p * n as u64 / 4, (p + 1) * n as u64 / 4);
+            goro::spawn(move || {
+                for v in lo..hi {
+                    tx.send(v).unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let consumers: Vec<_> = (0..4)
+        .map(|_| {
+            let rx = rx.clone();
+            goro::spawn(move || rx.iter().sum::<u64>())
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let sum: u64 = consumers.into_iter().map(|c| c.join().unwrap()).sum();
+    let el = t.elapsed();
+    assert_eq!(
+        sum,
+        (n as u64) * (n as u64 - 1) / 2,
+        "lost or duplicated values"
+    );
+    row(
+        "chan_buffered",
+        "per_value",
+        el.as_secs_f64() * 1e9 / n as f64,
+        "ns",
+    );
+}
+
+/// `n` goroutines each sleep 10 ms; wall time from the first spawn until all finished, and
+/// the RSS added per goroutine, sampled right after the spawn loop.
+fn sleep(n: usize) {
+    let rss0 = workloads::rss_bytes();
+    let t = Instant::now();
+    let done = Arc::new(AtomicUsize::new(0));
+    let hs: Vec<_> = (0..n)
+        .map(|_| {
+            let done = done.clone();
+            goro::spawn(move || {
+                goro::time::sleep(std::time::Duration::from_millis(10));
+                done.fetch_add(1, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    let spawn_ms = t.elapsed().as_secs_f64() * 1e3;
+    let finished = done.load(Ordering::Relaxed);
+    let rss = workloads::rss_bytes().saturating_sub(rss0);
+    for h in hs {
+        h.join().unwrap();
+    }
+    let el = t.elapsed();
+    assert_eq!(done.load(Ordering::Relaxed), n);
+    eprintln!("compare_goro: sleep n={n} spawn_ms {spawn_ms:.1} finished_at_sample {finished}");
+    row("sleep", "wall", el.as_secs_f64() * 1e3, "ms");
+    row("sleep", "rss_per_goroutine", rss as f64 / n as f64, "B");
 }
 
 /// One fan-out task: 1,000 rounds of an LCG with a xor-shift (the peers do the same).
@@ -303,9 +370,11 @@ fn main() {
         "stack_grow" => stack_grow(n.unwrap_or(200)),
         "pingpong" => pingpong(n.unwrap_or(1_000_000)),
         "ring" => ring(n.unwrap_or(1_000_000)),
+        "chan_buffered" => chan_buffered(n.unwrap_or(1_000_000)),
+        "sleep" => sleep(n.unwrap_or(1_000_000)),
         "" => {} // `cargo bench` with no workload runs nothing
         w => {
-            eprintln!("compare_goro: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout)");
+            eprintln!("compare_goro: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow, pingpong, ring, chan_buffered, mutex, sleep, fanout)");
             std::process::exit(2);
         }
     });

@@ -15,6 +15,7 @@
 
 mod builder;
 pub mod chan;
+pub mod context;
 mod g;
 mod live;
 mod local;

@@ -512,6 +512,7 @@ fn stopm(rt: &Runtime, m: &Arc<M>) -> Option<(usize, bool)> {
                     if let Some(pid) = pidleget(rt, &mut s) {
                         s.idle_ms.swap_remove(i);
                         resign_timer_wait(rt, &mut s, m);
+                        pass_timer_wait_locked(rt, &mut s);
                         rt.nmspinning.fetch_add(1, Ordering::SeqCst);
                         return Some((pid, true));
                     }
@@ -562,8 +563,15 @@ fn pass_timer_wait(rt: &Runtime, m: &Arc<M>) {
     }
     s.timer_waiter = None;
     rt.timer_until.store(0, Ordering::SeqCst);
+    pass_timer_wait_locked(rt, &mut s);
+}
+
+/// Under the scheduler lock, with no timer waiter: the next idle M becomes it, so the timers
+/// of the Ps that stay idle keep being watched while the old waiter runs goroutines.
+fn pass_timer_wait_locked(rt: &Runtime, s: &mut Sched) {
+    debug_assert!(s.timer_waiter.is_none());
     if let Some(next) = s.idle_ms.last().cloned() {
-        update_timer_wait(rt, &mut s, &next);
+        update_timer_wait(rt, s, &next);
         next.recheck_timers();
     }
 }

@@ -131,6 +131,7 @@ pub(crate) fn run(rt: &Runtime) {
             && rt.npidle.load(Ordering::Relaxed) > 0
         {
             wakep(rt);
+            acted = true;
         }
         if let (Some(at), Some(every)) = (next_trace, trace) {
             if now >= at {

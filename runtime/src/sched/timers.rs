@@ -188,11 +188,14 @@ impl TimerHeap {
         self.next.store(top, Ordering::SeqCst);
     }
 
-    /// Pops the entries due at `now` (claiming each) into `out`; drops cancelled ones met on
-    /// the way.
-    fn take_due(&self, now: u64, out: &mut Vec<Arc<TimerEntry>>) {
+    /// Pops up to `limit` entries due at `now` (claiming each) into `out`; drops cancelled
+    /// ones met on the way.
+    fn take_due(&self, now: u64, limit: usize, out: &mut Vec<Arc<TimerEntry>>) {
         let mut h = self.lock();
         while let Some(top) = h.heap.peek() {
+            if out.len() >= limit {
+                break;
+            }
             if top.0.when > now && top.0.is_pending() {
                 break;
             }
@@ -205,13 +208,13 @@ impl TimerHeap {
         self.next.store(top, Ordering::SeqCst);
     }
 
-    /// Runs the due timers; returns how many fired.
-    fn run_due(&self, now: u64, to_tail: &mut impl FnMut(GRef)) -> usize {
-        if self.next.load(Ordering::Relaxed) > now {
+    /// Runs up to `limit` due timers; returns how many fired.
+    fn run_due(&self, now: u64, limit: usize, to_tail: &mut impl FnMut(GRef)) -> usize {
+        if self.next.load(Ordering::Relaxed) > now || limit == 0 {
             return 0;
         }
         let mut due = Vec::new();
-        self.take_due(now, &mut due);
+        self.take_due(now, limit, &mut due);
         // Fired outside the lock: an action may add a timer (a ticker re-arming).
         for e in &due {
             e.fire(to_tail);
@@ -272,7 +275,9 @@ impl Runtime {
     }
 
     /// Runs the due timers of `p`, the caller's own P (step 1); woken goroutines are queued
-    /// on `p` in deadline order.
+    /// on `p` in deadline order. At most as many as the ring has room for: an overflowing
+    /// ring sends its oldest half to the global queue, which would put the earliest sleepers
+    /// behind later ones; the rest stay due in the heap for the next schedule.
     pub(crate) fn run_own_timers(&self, p: &super::P) {
         let next = p.timers.next.load(Ordering::Relaxed);
         if next == NONE {
@@ -282,7 +287,8 @@ impl Runtime {
         if next > now {
             return;
         }
-        p.timers.run_due(now, &mut |g| p.push_tail(self, g));
+        p.timers
+            .run_due(now, p.room(), &mut |g| p.push_tail(self, g));
     }
 
     /// Runs the due timers of every P (step 2), queueing woken goroutines on `mine`, the
@@ -295,7 +301,10 @@ impl Runtime {
         self.allp
             .iter()
             .map_while(OnceLock::get)
-            .map(|p| p.timers.run_due(now, &mut |g| mine.push_tail(self, g)))
+            .map(|p| {
+                p.timers
+                    .run_due(now, mine.room(), &mut |g| mine.push_tail(self, g))
+            })
             .sum()
     }
 }
@@ -339,7 +348,7 @@ impl Fallback {
         loop {
             let now = now_nanos();
             // Woken goroutines (none are expected here) go through the normal unpark.
-            self.heap.run_due(now, &mut crate::sched::ready);
+            self.heap.run_due(now, usize::MAX, &mut crate::sched::ready);
             let next = self.heap.next();
             let now = now_nanos();
             if next <= now {
@@ -391,11 +400,11 @@ mod tests {
         assert!(c.cancel());
         assert!(!c.cancel(), "cancel reports a pending timer once");
         assert_eq!(h.next(), 10);
-        assert_eq!(h.run_due(25, &mut |_| {}), 2);
+        assert_eq!(h.run_due(25, usize::MAX, &mut |_| {}), 2);
         assert_eq!(*order.lock().unwrap(), vec![10, 20]);
         assert_eq!(n.load(Ordering::SeqCst), 0, "a cancelled timer fired");
         assert_eq!(h.next(), 30);
-        assert_eq!(h.run_due(100, &mut |_| {}), 2);
+        assert_eq!(h.run_due(100, usize::MAX, &mut |_| {}), 2);
         assert_eq!(*order.lock().unwrap(), vec![10, 20, 30, 40]);
         assert_eq!(h.next(), NONE);
     }
@@ -420,7 +429,7 @@ mod tests {
             let h = Arc::new(TimerHeap::default());
             h.add(e.clone());
             let h2 = h.clone();
-            let t = std::thread::spawn(move || h2.run_due(1, &mut |_| {}));
+            let t = std::thread::spawn(move || h2.run_due(1, usize::MAX, &mut |_| {}));
             let cancelled = e.cancel();
             let fired = t.join().unwrap();
             assert_eq!(cancelled as usize + fired, 1);
