@@ -1,7 +1,7 @@
 // Go peer for benches/compare: the same workloads as goro's compare_goro bench,
 // run on Go's own runtime. Standard library only.
 //
-//	goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout> [--n N]
+//	goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep> [--n N]
 //
 // Prints rows "workload go metric value unit" on stdout.
 //
@@ -32,6 +32,21 @@
 //     Wall time from the first go to Wait returning, first with runtime.GOMAXPROCS(1) (procs1),
 //     then GOMAXPROCS(2) (procs2), in this process; speedup = procs1/procs2. The two sums must
 //     match (the sum is also printed on stderr, to compare with the other implementations).
+//   - chan_buffered (N=1,000,000 values): one make(chan int, 1024), 4 producer goroutines and 4
+//     consumer goroutines. Producer p sends the integers p*N/4 .. (p+1)*N/4-1 (so N values in
+//     all, 0..N-1); consumers range over the channel until it is closed and drained, each
+//     reporting its sum. Main waits for the producers (WaitGroup), closes the channel and adds
+//     up the consumers' sums, which must equal N(N-1)/2. per_value = ns from the first go to
+//     main having all sums, divided by N.
+//   - mutex (N=1,000,000 locks): 8 goroutines share a sync.Mutex and a uint64 counter;
+//     goroutine w does (w+1)*N/8 - w*N/8 iterations (N/8 each when 8 divides N) of lock,
+//     counter++, unlock. Main waits on a WaitGroup; the count must equal N. per_lock = ns from
+//     the first go to Wait returning, divided by N.
+//   - sleep (N=1,000,000 goroutines): start N goroutines that each time.Sleep(10ms) and then
+//     finish (WaitGroup). wall = ms from the first go to Wait returning. rss_per_goroutine =
+//     current RSS read right after the spawn loop (before waiting) minus RSS before it, over N.
+//     Spawning N takes longer than 10 ms, so by then some have already finished: how many is
+//     printed on stderr (goropeer: sleep n=N spawn_ms S finished_at_sample F).
 package main
 
 import (
@@ -260,10 +275,99 @@ func fanout(n int) {
 	fmt.Printf("fanout go speedup %.2f x\n", float64(d1)/float64(d2))
 }
 
+func chanBuffered(n int) {
+	const producers, consumers, capacity = 4, 4, 1024
+	ch := make(chan int, capacity)
+	sums := make(chan uint64, consumers)
+	var sent sync.WaitGroup
+	sent.Add(producers)
+	t0 := time.Now()
+	for c := 0; c < consumers; c++ {
+		go func() {
+			var s uint64
+			for v := range ch {
+				s += uint64(v)
+			}
+			sums <- s
+		}()
+	}
+	for p := 0; p < producers; p++ {
+		lo, hi := p*n/producers, (p+1)*n/producers
+		go func() {
+			for i := lo; i < hi; i++ {
+				ch <- i
+			}
+			sent.Done()
+		}()
+	}
+	sent.Wait()
+	close(ch)
+	var sum uint64
+	for c := 0; c < consumers; c++ {
+		sum += <-sums
+	}
+	el := time.Since(t0)
+	if want := uint64(n) * (uint64(n) - 1) / 2; sum != want {
+		fmt.Fprintf(os.Stderr, "chan_buffered: checksum %d, want %d\n", sum, want)
+		os.Exit(1)
+	}
+	row("chan_buffered", "per_value", float64(el.Nanoseconds())/float64(n), "ns")
+}
+
+func mutexContend(n int) {
+	const workers = 8
+	var mu sync.Mutex
+	var count uint64
+	var wg sync.WaitGroup
+	wg.Add(workers)
+	t0 := time.Now()
+	for w := 0; w < workers; w++ {
+		iters := (w+1)*n/workers - w*n/workers
+		go func() {
+			for i := 0; i < iters; i++ {
+				mu.Lock()
+				count++
+				mu.Unlock()
+			}
+			wg.Done()
+		}()
+	}
+	wg.Wait()
+	el := time.Since(t0)
+	if count != uint64(n) {
+		fmt.Fprintf(os.Stderr, "mutex: count %d, want %d\n", count, n)
+		os.Exit(1)
+	}
+	row("mutex", "per_lock", float64(el.Nanoseconds())/float64(n), "ns")
+}
+
+func sleepMany(n int) {
+	var wg sync.WaitGroup
+	wg.Add(n)
+	var finished int64
+	rss0 := rssBytes()
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		go func() {
+			time.Sleep(10 * time.Millisecond)
+			atomic.AddInt64(&finished, 1)
+			wg.Done()
+		}()
+	}
+	spawn := time.Since(t0)
+	rss := rssBytes()
+	fin := atomic.LoadInt64(&finished)
+	wg.Wait()
+	el := time.Since(t0)
+	fmt.Fprintf(os.Stderr, "goropeer: sleep n=%d spawn_ms %.1f finished_at_sample %d\n", n, ms(spawn), fin)
+	row("sleep", "wall", ms(el), "ms")
+	row("sleep", "rss_per_goroutine", float64((rss-rss0)/int64(n)), "B")
+}
+
 func main() {
 	args := os.Args[1:]
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout> [--n N]")
+		fmt.Fprintln(os.Stderr, "usage: goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep> [--n N]")
 		os.Exit(2)
 	}
 	n := -1
@@ -296,8 +400,14 @@ func main() {
 		ring(orDefault(1_000_000))
 	case "fanout":
 		fanout(orDefault(1_000_000))
+	case "chan_buffered":
+		chanBuffered(orDefault(1_000_000))
+	case "mutex":
+		mutexContend(orDefault(1_000_000))
+	case "sleep":
+		sleepMany(orDefault(1_000_000))
 	default:
-		fmt.Fprintf(os.Stderr, "unknown workload %q (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout)\n", args[0])
+		fmt.Fprintf(os.Stderr, "unknown workload %q (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout, chan_buffered, mutex, sleep)\n", args[0])
 		os.Exit(2)
 	}
 }

@@ -1,7 +1,8 @@
 //! may peer for `benches/compare`: the same workloads as goro's `compare_goro` bench, run on
 //! `may`'s stackful coroutines.
 //!
-//! `may-peer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout> [--n N] [--procs P]`, rows
+//! `may-peer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep>
+//! [--n N] [--procs P]`, rows
 //! `workload may metric value unit`.
 //!
 //! - `spawn_idle` (N = 1,000,000): spawn N coroutines that each bump a counter and
@@ -58,12 +59,14 @@ use std::hint::black_box;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use may::coroutine;
 use may::go;
 // may 0.3's default channel; unbounded (it has no rendezvous or bounded channel).
 use may::sync::mpsc;
+// MPMC (unbounded too), for chan_buffered's 4 consumers.
+use may::sync::mpmc;
 use may::sync::Semphore;
 
 /// Resident set size, from `VmRSS` in /proc/self/status (kB there, so no page size needed).
@@ -95,18 +98,24 @@ fn coroutines_that_fit() -> Option<usize> {
     Some(max_maps.saturating_sub(maps_now + HEADROOM) / 2)
 }
 
-fn spawn_idle(n: usize) {
+/// Exit 3 (after a `<workload> may failed_at <max> count` row) if n default-size coroutines
+/// might not fit under `vm.max_map_count`: may would panic in mmap and the process die or hang.
+fn check_coroutines_fit(workload: &str, n: usize) {
     if let Some(max) = coroutines_that_fit() {
         if n > max {
             eprintln!(
-                "may-peer: spawn_idle: {n} coroutines do not fit: each may stack takes 2 memory \
+                "may-peer: {workload}: {n} coroutines do not fit: each may stack takes 2 memory \
                  mappings and vm.max_map_count allows about {max} more coroutines; not attempted \
                  (may would panic in mmap and the process die)"
             );
-            println!("spawn_idle may failed_at {max} count");
+            println!("{workload} may failed_at {max} count");
             std::process::exit(3);
         }
     }
+}
+
+fn spawn_idle(n: usize) {
+    check_coroutines_fit("spawn_idle", n);
     struct Shared {
         parked: AtomicUsize,
         released: AtomicBool,
@@ -383,6 +392,118 @@ fn fanout_both(n: usize) {
     println!("fanout may speedup {:.2} x", ns[0] / ns[1].max(1.0));
 }
 
+fn chan_buffered(n: usize) {
+    const PRODUCERS: usize = 4;
+    const CONSUMERS: usize = 4;
+    let (el, sum) = go!(move || {
+        // Unbounded: may 0.3 has no bounded channel (see the module docs).
+        let (tx, rx) = mpmc::channel::<u64>();
+        let t0 = Instant::now();
+        let consumers: Vec<_> = (0..CONSUMERS)
+            .map(|_| {
+                let rx = rx.clone();
+                go!(move || {
+                    let mut s = 0u64;
+                    while let Ok(v) = rx.recv() {
+                        s += v;
+                    }
+                    s
+                })
+            })
+            .collect();
+        drop(rx);
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let tx = tx.clone();
+                let (lo, hi) = (p * n / PRODUCERS, (p + 1) * n / PRODUCERS);
+                go!(move || {
+                    for i in lo as u64..hi as u64 {
+                        tx.send(i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx); // closed once the last producer drops its sender
+        for h in producers {
+            h.join().unwrap();
+        }
+        let sum: u64 = consumers.into_iter().map(|h| h.join().unwrap()).sum();
+        (t0.elapsed(), sum)
+    })
+    .join()
+    .unwrap();
+    let want = (n as u64) * (n as u64 - 1) / 2;
+    if sum != want {
+        eprintln!("may-peer: chan_buffered: checksum {sum}, want {want}");
+        std::process::exit(1);
+    }
+    row("chan_buffered", "per_value", el.as_secs_f64() * 1e9 / n as f64, "ns");
+}
+
+fn mutex(n: usize) {
+    const WORKERS: usize = 8;
+    let (el, count) = go!(move || {
+        let m = Arc::new(may::sync::Mutex::new(0u64));
+        let t0 = Instant::now();
+        let hs: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let m = m.clone();
+                let iters = (w + 1) * n / WORKERS - w * n / WORKERS;
+                go!(move || {
+                    for _ in 0..iters {
+                        *m.lock().unwrap() += 1;
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        let el = t0.elapsed();
+        let count = *m.lock().unwrap();
+        (el, count)
+    })
+    .join()
+    .unwrap();
+    if count != n as u64 {
+        eprintln!("may-peer: mutex: count {count}, want {n}");
+        std::process::exit(1);
+    }
+    row("mutex", "per_lock", el.as_secs_f64() * 1e9 / n as f64, "ns");
+}
+
+fn sleep(n: usize) {
+    check_coroutines_fit("sleep", n);
+    let (el, spawn, rss0, rss, finished) = go!(move || {
+        let remaining = Arc::new(AtomicUsize::new(n));
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let rss0 = rss_bytes();
+        let t0 = Instant::now();
+        for _ in 0..n {
+            let (remaining, done_tx) = (remaining.clone(), done_tx.clone());
+            go!(move || {
+                coroutine::sleep(Duration::from_millis(10));
+                if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    done_tx.send(()).unwrap();
+                }
+            });
+        }
+        let spawn = t0.elapsed();
+        let rss = rss_bytes();
+        let finished = n - remaining.load(Ordering::Acquire);
+        done_rx.recv().unwrap();
+        (t0.elapsed(), spawn, rss0, rss, finished)
+    })
+    .join()
+    .unwrap();
+    eprintln!(
+        "may-peer: sleep n={n} spawn_ms {:.1} finished_at_sample {finished}",
+        spawn.as_secs_f64() * 1e3
+    );
+    row("sleep", "wall", el.as_secs_f64() * 1e3, "ms");
+    row("sleep", "rss_per_goroutine", (rss.saturating_sub(rss0) / n) as f64, "B");
+}
+
 fn main() {
     if let Some(w) = std::env::var("MAY_WORKERS").ok().and_then(|w| w.parse().ok()) {
         may::config().set_workers(w);
@@ -414,10 +535,13 @@ fn main() {
             Some(p) => fanout_procs(n.unwrap_or(1_000_000), p),
             None => fanout_both(n.unwrap_or(1_000_000)),
         },
+        "chan_buffered" => chan_buffered(n.unwrap_or(1_000_000)),
+        "mutex" => mutex(n.unwrap_or(1_000_000)),
+        "sleep" => sleep(n.unwrap_or(1_000_000)),
         w => {
             eprintln!(
-                "may-peer: unknown workload {w:?} \
-                 (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout)"
+                "may-peer: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow, \
+                 pingpong, ring, fanout, chan_buffered, mutex, sleep)"
             );
             std::process::exit(2);
         }

@@ -1,7 +1,8 @@
 //! tokio peer for `benches/compare`: the same workloads as goro's `compare_goro` bench, run on
 //! tokio's multi-thread runtime (default: one worker per core).
 //!
-//! `tokio-peer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout> [--n N]`, rows
+//! `tokio-peer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep>
+//! [--n N]`, rows
 //! `workload tokio metric value unit`.
 //!
 //! - `spawn_idle` (N = 1,000,000): spawn N tasks that each bump a counter and await their own
@@ -33,6 +34,23 @@
 //!   being woken, on a fresh multi-thread runtime with `worker_threads(1)` (`procs1`), then on
 //!   another with `worker_threads(2)` (`procs2`), spawned from a main task on that runtime;
 //!   `speedup` = procs1/procs2. The two sums must match (also printed on stderr).
+//! - `chan_buffered` (N = 1,000,000 values): one bounded channel of capacity 1,024, 4 producer
+//!   tasks and 4 consumer tasks. `tokio::sync::mpsc` has a single receiver, so the channel is
+//!   `async_channel::bounded(1024)` (crate `async-channel`, multi-producer multi-consumer).
+//!   Producer p sends p*N/4 .. (p+1)*N/4-1 (N values in all, 0..N-1) and drops its sender;
+//!   consumers receive until the channel is closed (all senders gone) and empty, each returning
+//!   its sum. Main joins them all; the sum must equal N(N-1)/2. `per_value` = ns from the first
+//!   spawn to the last join, divided by N.
+//! - `mutex` (N = 1,000,000 locks): 8 tasks share an `Arc<tokio::sync::Mutex<u64>>` (the async
+//!   mutex, what tasks that contend across awaits use); task w does (w+1)*N/8 - w*N/8 iterations
+//!   of `*m.lock().await += 1`. Main joins them; the count must equal N. `per_lock` = ns from
+//!   the first spawn to the last join, divided by N.
+//! - `sleep` (N = 1,000,000 tasks): spawn N tasks that each `tokio::time::sleep(10 ms).await` and
+//!   finish; the last one to finish (a countdown) wakes main through a `Notify` (as in fanout: no
+//!   join handle per task, like Go's WaitGroup). `wall` = ms from the first spawn to main being
+//!   woken. `rss_per_goroutine` = current RSS read right after the spawn loop minus RSS before
+//!   it, over N; how many tasks had already finished then goes to stderr
+//!   (`tokio-peer: sleep n=N spawn_ms S finished_at_sample F`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -230,6 +248,106 @@ fn fanout(n: usize) {
     println!("fanout tokio speedup {:.2} x", d1.as_secs_f64() / d2.as_secs_f64());
 }
 
+async fn chan_buffered(n: usize) {
+    const PRODUCERS: usize = 4;
+    const CONSUMERS: usize = 4;
+    let (tx, rx) = async_channel::bounded::<u64>(1024);
+    let t0 = Instant::now();
+    let consumers: Vec<_> = (0..CONSUMERS)
+        .map(|_| {
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                let mut s = 0u64;
+                while let Ok(v) = rx.recv().await {
+                    s += v;
+                }
+                s
+            })
+        })
+        .collect();
+    drop(rx);
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let tx = tx.clone();
+            let (lo, hi) = (p * n / PRODUCERS, (p + 1) * n / PRODUCERS);
+            tokio::spawn(async move {
+                for i in lo as u64..hi as u64 {
+                    tx.send(i).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(tx); // the channel closes when the last producer drops its sender
+    for h in producers {
+        h.await.unwrap();
+    }
+    let mut sum = 0u64;
+    for h in consumers {
+        sum += h.await.unwrap();
+    }
+    let el = t0.elapsed();
+    let want = (n as u64) * (n as u64 - 1) / 2;
+    if sum != want {
+        eprintln!("tokio-peer: chan_buffered: checksum {sum}, want {want}");
+        std::process::exit(1);
+    }
+    row("chan_buffered", "per_value", el.as_secs_f64() * 1e9 / n as f64, "ns");
+}
+
+async fn mutex(n: usize) {
+    const WORKERS: usize = 8;
+    let m = Arc::new(tokio::sync::Mutex::new(0u64));
+    let t0 = Instant::now();
+    let hs: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let m = m.clone();
+            let iters = (w + 1) * n / WORKERS - w * n / WORKERS;
+            tokio::spawn(async move {
+                for _ in 0..iters {
+                    *m.lock().await += 1;
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.await.unwrap();
+    }
+    let el = t0.elapsed();
+    let count = *m.lock().await;
+    if count != n as u64 {
+        eprintln!("tokio-peer: mutex: count {count}, want {n}");
+        std::process::exit(1);
+    }
+    row("mutex", "per_lock", el.as_secs_f64() * 1e9 / n as f64, "ns");
+}
+
+async fn sleep(n: usize) {
+    let remaining = Arc::new(AtomicUsize::new(n));
+    let all_done = Arc::new(Notify::new());
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let (remaining, all_done) = (remaining.clone(), all_done.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                all_done.notify_one(); // stores a permit if main isn't waiting yet
+            }
+        });
+    }
+    let spawn = t0.elapsed();
+    let rss = rss_bytes();
+    let finished = n - remaining.load(Ordering::Acquire);
+    all_done.notified().await;
+    let el = t0.elapsed();
+    eprintln!(
+        "tokio-peer: sleep n={n} spawn_ms {:.1} finished_at_sample {finished}",
+        spawn.as_secs_f64() * 1e3
+    );
+    row("sleep", "wall", el.as_secs_f64() * 1e3, "ms");
+    row("sleep", "rss_per_goroutine", (rss.saturating_sub(rss0) / n) as f64, "B");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let workload = args.first().cloned().unwrap_or_default();
@@ -260,10 +378,13 @@ fn main() {
                 }
                 "pingpong" => pingpong(n.unwrap_or(1_000_000)).await,
                 "ring" => ring(n.unwrap_or(1_000_000)).await,
+                "chan_buffered" => chan_buffered(n.unwrap_or(1_000_000)).await,
+                "mutex" => mutex(n.unwrap_or(1_000_000)).await,
+                "sleep" => sleep(n.unwrap_or(1_000_000)).await,
                 w => {
                     eprintln!(
-                        "tokio-peer: unknown workload {w:?} \
-                         (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout)"
+                        "tokio-peer: unknown workload {w:?} (spawn_idle, spawn_join, \
+                         stack_grow, pingpong, ring, fanout, chan_buffered, mutex, sleep)"
                     );
                     std::process::exit(2);
                 }
