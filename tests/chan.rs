@@ -234,3 +234,260 @@ fn select_send_and_recv_on_one_channel_does_not_match_itself() {
         assert_eq!(r, 0);
     });
 }
+
+/// Go's channel semantics, case by case: {rendezvous, buffered} × {open, closed} × {empty,
+/// holding values, full} × {send, recv, select send, select recv}. "blocks" is checked with
+/// a short timeout (the operation must time out and hand the value back).
+#[test]
+fn go_semantics_table() {
+    #[derive(Clone, Copy, Debug)]
+    enum St {
+        Empty,
+        OneValue,
+        Full,
+    }
+    goro::run(|| {
+        let ms = Duration::from_millis(5);
+        for cap in [0usize, 2] {
+            for closed in [false, true] {
+                for st in [St::Empty, St::OneValue, St::Full] {
+                    if cap == 0 && !matches!(st, St::Empty) {
+                        continue; // a rendezvous channel holds nothing
+                    }
+                    let fill = match st {
+                        St::Empty => 0,
+                        St::OneValue => 1,
+                        St::Full => cap,
+                    };
+                    let make = || {
+                        let (tx, rx) = chan::bounded::<u32>(cap);
+                        for i in 0..fill {
+                            tx.send(100 + i as u32).unwrap();
+                        }
+                        if closed {
+                            tx.close();
+                        }
+                        (tx, rx)
+                    };
+                    let case = format!("cap {cap}, closed {closed}, {st:?}");
+                    let has_room = !closed && fill < cap;
+                    let has_value = fill > 0;
+
+                    // send
+                    let (tx, _rx) = make();
+                    let r = tx.send_timeout(1, ms);
+                    match (closed, has_room) {
+                        (true, _) => {
+                            assert_eq!(r, Err(SendTimeoutError::Closed(1)), "{case}: send")
+                        }
+                        (false, true) => assert_eq!(r, Ok(()), "{case}: send"),
+                        (false, false) => {
+                            assert_eq!(r, Err(SendTimeoutError::Timeout(1)), "{case}: send blocks")
+                        }
+                    }
+                    // recv
+                    let (_tx, rx) = make();
+                    let r = rx.recv_timeout(ms);
+                    match (has_value, closed) {
+                        (true, _) => assert_eq!(r, Ok(100), "{case}: recv"),
+                        (false, true) => {
+                            assert_eq!(r, Err(RecvTimeoutError::Closed), "{case}: recv")
+                        }
+                        (false, false) => {
+                            assert_eq!(r, Err(RecvTimeoutError::Timeout), "{case}: recv blocks")
+                        }
+                    }
+                    // select send / default
+                    let (tx, _rx) = make();
+                    let r = goro::select! {
+                        send(tx, 1) -> res => Some(res.is_ok()),
+                        default => None,
+                    };
+                    let want = if closed {
+                        Some(false)
+                    } else if has_room {
+                        Some(true)
+                    } else {
+                        None
+                    };
+                    assert_eq!(r, want, "{case}: select send");
+                    // select recv / default
+                    let (_tx, rx) = make();
+                    let r = goro::select! {
+                        recv(rx) -> v => Some(v.ok()),
+                        default => None,
+                    };
+                    let want = if has_value {
+                        Some(Some(100))
+                    } else if closed {
+                        Some(None)
+                    } else {
+                        None
+                    };
+                    assert_eq!(r, want, "{case}: select recv");
+                    // closed and drained after the buffered values
+                    if closed {
+                        let (_tx, rx) = make();
+                        assert_eq!(rx.iter().count(), fill, "{case}: drain");
+                        assert_eq!(rx.try_recv(), Err(TryRecvError::Closed), "{case}: drained");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A value fingerprint: count, sum and sum of squares catch a lost or a duplicated value.
+#[derive(Default, Clone, Copy, PartialEq, Debug)]
+struct Tally(u64, u64, u64);
+
+impl Tally {
+    fn add(&mut self, v: u64) {
+        self.0 += 1;
+        self.1 = self.1.wrapping_add(v);
+        self.2 = self.2.wrapping_add(v.wrapping_mul(v));
+    }
+    fn merge(&mut self, o: Tally) {
+        self.0 += o.0;
+        self.1 = self.1.wrapping_add(o.1);
+        self.2 = self.2.wrapping_add(o.2);
+    }
+}
+
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// `producers` goroutines send `per` unique values each by random means (blocking send,
+/// two-arm select, try_send with yields, send_timeout) on four channels of different kinds;
+/// as many consumers receive by select or recv until the channels close. Every value sent
+/// must be received exactly once.
+fn stress(procs: usize, seed: u64, producers: usize, per: usize) {
+    goro::Builder::new().max_procs(procs).run(move || {
+        let chans: Vec<_> = [Some(0), Some(1), Some(16), None]
+            .into_iter()
+            .map(|c| match c {
+                Some(c) => chan::bounded::<u64>(c),
+                None => chan::unbounded::<u64>(),
+            })
+            .collect();
+        let txs: Vec<_> = chans.iter().map(|c| c.0.clone()).collect();
+        let rxs: Vec<_> = chans.iter().map(|c| c.1.clone()).collect();
+        drop(chans);
+        let prod: Vec<_> = (0..producers)
+            .map(|p| {
+                let txs = txs.clone();
+                goro::spawn(move || {
+                    let mut r = seed ^ (p as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let mut t = Tally::default();
+                    for j in 0..per {
+                        let v = (p * per + j) as u64;
+                        let a = (xorshift(&mut r) % 4) as usize;
+                        let b = (xorshift(&mut r) % 4) as usize;
+                        match xorshift(&mut r) % 4 {
+                            0 => txs[a].send(v).unwrap(),
+                            1 => goro::select! {
+                                send(txs[a], v) -> res => res.unwrap(),
+                                send(txs[b], v) -> res => res.unwrap(),
+                            },
+                            2 => {
+                                let mut v = v;
+                                while let Err(e) = txs[a].try_send(v) {
+                                    v = e.into_inner();
+                                    goro::yield_now();
+                                }
+                            }
+                            _ => {
+                                let mut v = v;
+                                while let Err(e) = txs[a].send_timeout(v, Duration::from_micros(50))
+                                {
+                                    assert!(e.is_timeout());
+                                    v = e.into_inner();
+                                }
+                            }
+                        }
+                        t.add(v);
+                    }
+                    t
+                })
+            })
+            .collect();
+        let cons: Vec<_> = (0..producers)
+            .map(|c| {
+                let rxs = rxs.clone();
+                goro::spawn(move || {
+                    let mut t = Tally::default();
+                    if c % 2 == 0 {
+                        // Select over all four until one reports closed, then drain each.
+                        loop {
+                            let got = goro::select! {
+                                recv(rxs[0]) -> v => v,
+                                recv(rxs[1]) -> v => v,
+                                recv(rxs[2]) -> v => v,
+                                recv(rxs[3]) -> v => v,
+                            };
+                            match got {
+                                Ok(v) => t.add(v),
+                                Err(_) => break,
+                            }
+                        }
+                    } else {
+                        // Plain receives with a timeout, round robin, until all are closed.
+                        let mut open = [true; 4];
+                        let mut i = c;
+                        while open.iter().any(|&o| o) {
+                            i = (i + 1) % 4;
+                            if !open[i] {
+                                continue;
+                            }
+                            match rxs[i].recv_timeout(Duration::from_micros(200)) {
+                                Ok(v) => t.add(v),
+                                Err(RecvTimeoutError::Closed) => open[i] = false,
+                                Err(RecvTimeoutError::Timeout) => {}
+                            }
+                        }
+                    }
+                    for rx in &rxs {
+                        for v in rx.iter() {
+                            t.add(v);
+                        }
+                    }
+                    t
+                })
+            })
+            .collect();
+        let mut sent = Tally::default();
+        for h in prod {
+            sent.merge(h.join().unwrap());
+        }
+        for tx in &txs {
+            tx.close();
+        }
+        drop(txs);
+        let mut got = Tally::default();
+        for h in cons {
+            got.merge(h.join().unwrap());
+        }
+        assert_eq!(sent.0, (producers * per) as u64);
+        assert_eq!(
+            got, sent,
+            "procs {procs}, seed {seed}: values lost or duplicated"
+        );
+    });
+}
+
+#[test]
+fn stress_ten_thousand_goroutines_random_ops() {
+    common::with_timeout(
+        Duration::from_secs(240),
+        "channel stress deadlocked",
+        || {
+            for (procs, seed) in [(2, 1), (4, 2), (8, 3), (2, 4)] {
+                stress(procs, seed, 5_000, 10);
+            }
+        },
+    );
+}

@@ -25,9 +25,9 @@
 
 use super::lock::ChanLock;
 use super::waiter::{Selector, WaitQueue, Waiter};
+use crate::loom::{AtomicUsize, Ordering};
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `cap` of an unbounded channel.
 pub(crate) const UNBOUNDED: usize = usize::MAX;

@@ -15,7 +15,7 @@ pub(crate) struct ChanLock {
 }
 
 impl ChanLock {
-    pub(crate) const fn new() -> ChanLock {
+    pub(crate) fn new() -> ChanLock {
         ChanLock {
             locked: AtomicU8::new(0),
         }
@@ -34,6 +34,7 @@ impl ChanLock {
 
     #[cold]
     fn lock_slow(&self) {
+        #[cfg(not(loom))]
         let mut spins = 0u32;
         loop {
             if self.locked.load(Ordering::Relaxed) == 0

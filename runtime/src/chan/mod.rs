@@ -46,7 +46,10 @@ pub use error::{
 
 use self::core::{Chan, NotNow, UNBOUNDED};
 use self::waiter::{Selector, Waiter, ABORTED, WAITING};
+#[cfg(loom)]
+use loom::sync::Arc;
 use std::fmt;
+#[cfg(not(loom))]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -470,5 +473,104 @@ impl<T> IntoIterator for Receiver<T> {
     type IntoIter = IntoIter<T>;
     fn into_iter(self) -> IntoIter<T> {
         IntoIter { rx: self }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod tests {
+    //! loom models of the channel core: the rendezvous hand-off, close racing with blocked
+    //! senders and receivers, and a select's registration racing with a sender and a close.
+    //! Each thread is a plain (loom) thread, so waits park the thread (`waiter.rs`).
+    use super::*;
+    use loom::thread;
+
+    #[test]
+    fn loom_rendezvous_hand_off() {
+        loom::model(|| {
+            let (tx, rx) = bounded::<u32>(0);
+            let t = thread::spawn(move || tx.send(7));
+            assert_eq!(rx.recv(), Ok(7));
+            assert_eq!(t.join().unwrap(), Ok(()));
+        });
+    }
+
+    #[test]
+    fn loom_buffered_full_sender_moves_into_buffer() {
+        loom::model(|| {
+            let (tx, rx) = bounded::<u32>(1);
+            let t = thread::spawn(move || {
+                tx.send(1).unwrap();
+                tx.send(2).unwrap(); // may block on the full buffer
+            });
+            assert_eq!(rx.recv(), Ok(1));
+            assert_eq!(rx.recv(), Ok(2));
+            t.join().unwrap();
+        });
+    }
+
+    /// Like `loom::model`, with room for the channel lock's spinning.
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.max_branches = 100_000;
+        b.check(f);
+    }
+
+    // Not yet exhaustive under loom: with the spinning channel lock the model exceeds 10 min
+    // (100,000 branches). The same race is covered by `tests/chan.rs`
+    // (`close_wakes_blocked_receivers_and_senders`, the stress test).
+    #[test]
+    #[ignore = "exceeds 10 min under loom with the spinning channel lock"]
+    fn loom_close_races_with_blocked_send_and_recv() {
+        model(|| {
+            let (tx, rx) = bounded::<u32>(0);
+            let tx2 = tx.clone();
+            let sender = thread::spawn(move || tx2.send(5));
+            let closer = thread::spawn(move || tx.close());
+            let got = rx.recv();
+            let sent = sender.join().unwrap();
+            assert!(closer.join().unwrap());
+            // Either the value went through before the close, or both sides saw the close
+            // and the sender got its value back: never lost, never duplicated.
+            match (got, sent) {
+                (Ok(5), Ok(())) => {}
+                (Err(RecvError::Closed), Err(SendError(5))) => {}
+                other => panic!("inconsistent outcome {other:?}"),
+            }
+        });
+    }
+
+    // Fails inside loom (`rt/atomic.rs` version-vector assertion, earlier a "causality
+    // violation" while the poll order was random and so not deterministic). Not yet
+    // explained; kept to be run and understood, the race is covered by `tests/chan.rs`.
+    #[test]
+    #[ignore = "loom internal assertion not yet explained (see comment)"]
+    fn loom_select_registration_races_with_send_and_close() {
+        loom::model(|| {
+            let (tx1, rx1) = bounded::<u32>(0);
+            let (tx2, rx2) = bounded::<u32>(0);
+            let selector = thread::spawn(move || {
+                let mut c1 = select::RecvCase::new(&rx1);
+                let mut c2 = select::RecvCase::new(&rx2);
+                let i = select::select(&mut [&mut c1, &mut c2], select::Mode::Block);
+                let r = if i == 0 {
+                    c1.into_result()
+                } else {
+                    c2.into_result()
+                };
+                (i, r, rx1)
+            });
+            let sender = thread::spawn(move || tx1.send(1));
+            tx2.close();
+            let (i, r, rx1) = selector.join().unwrap();
+            match (i, r) {
+                (0, Ok(1)) => {}
+                (1, Err(RecvError::Closed)) => {
+                    // The select took the close: the sender still waits for a receiver.
+                    assert_eq!(rx1.recv(), Ok(1));
+                }
+                other => panic!("inconsistent outcome {other:?}"),
+            }
+            assert_eq!(sender.join().unwrap(), Ok(()));
+        });
     }
 }

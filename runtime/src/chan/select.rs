@@ -250,6 +250,10 @@ impl Orders {
         let (poll, lock) = slots.split_at_mut(n);
         // Fisher-Yates.
         for i in 0..n {
+            // Under loom the model must be deterministic: a fixed order.
+            #[cfg(loom)]
+            let j = i;
+            #[cfg(not(loom))]
             let j = crate::tls::fastrand() as usize % (i + 1);
             poll[i] = poll[j];
             poll[j] = i;

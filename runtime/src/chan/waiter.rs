@@ -30,10 +30,16 @@
 //! shutdown).
 
 use crate::g::G;
-use crate::loom::{AtomicU8, Ordering};
+use crate::loom::{AtomicU8, AtomicUsize, Ordering};
 use std::cell::{Cell, UnsafeCell};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::AtomicUsize;
+
+// Under loom the "threads" are loom's, and so must be their parking (goroutines and
+// deadlines are not modelled).
+#[cfg(loom)]
+use loom::thread::{current as current_thread, Thread};
+#[cfg(not(loom))]
+use std::thread::{current as current_thread, Thread};
 
 /// `Selector::state` before anyone claimed it.
 pub(crate) const WAITING: usize = usize::MAX;
@@ -43,7 +49,7 @@ pub(crate) const ABORTED: usize = usize::MAX - 1;
 /// Who to wake: a goroutine (borrowed: the protocol keeps it alive, point 3) or a thread.
 enum Parker {
     Goroutine(NonNull<G>),
-    Thread(std::thread::Thread),
+    Thread(Thread),
 }
 
 /// One blocking operation's claim word and wake-up (public only for `select!`'s expansion).
@@ -60,7 +66,7 @@ impl Selector {
     pub(crate) fn current() -> Selector {
         let parker = crate::tls::with_current_g(|g| match g {
             Some(g) => Parker::Goroutine(NonNull::from(g)),
-            None => Parker::Thread(std::thread::current()),
+            None => Parker::Thread(current_thread()),
         });
         Selector {
             state: AtomicUsize::new(WAITING),
@@ -110,6 +116,9 @@ impl Selector {
             if (expired || crate::tls::current_is_dying()) && self.try_claim(ABORTED) {
                 return ABORTED;
             }
+            #[cfg(loom)]
+            loom::thread::park();
+            #[cfg(not(loom))]
             match deadline {
                 Some(d) => {
                     crate::park_timeout(d.saturating_duration_since(std::time::Instant::now()))
