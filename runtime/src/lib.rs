@@ -27,6 +27,7 @@ mod sched;
 mod signal;
 mod spawn;
 pub mod stack;
+pub mod sync;
 pub mod time;
 mod tls;
 
