@@ -257,6 +257,30 @@ fn chan_buffered(n: usize) {
     );
 }
 
+/// 8 goroutines share a `goro::sync::Mutex<u64>`; worker `w` does `(w+1)*n/8 - w*n/8`
+/// rounds of lock, increment, unlock. Reports wall time per lock.
+fn mutex(n: usize) {
+    let m = Arc::new(goro::sync::Mutex::new(0u64));
+    let t = Instant::now();
+    let hs: Vec<_> = (0..8)
+        .map(|w| {
+            let m = m.clone();
+            let rounds = (w + 1) * n / 8 - w * n / 8;
+            goro::spawn(move || {
+                for _ in 0..rounds {
+                    *m.lock() += 1;
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let el = t.elapsed();
+    assert_eq!(*m.lock(), n as u64);
+    row("mutex", "per_lock", el.as_secs_f64() * 1e9 / n as f64, "ns");
+}
+
 /// `n` goroutines each sleep 10 ms; wall time from the first spawn until all finished, and
 /// the RSS added per goroutine, sampled right after the spawn loop.
 fn sleep(n: usize) {
@@ -372,6 +396,7 @@ fn main() {
         "ring" => ring(n.unwrap_or(1_000_000)),
         "chan_buffered" => chan_buffered(n.unwrap_or(1_000_000)),
         "sleep" => sleep(n.unwrap_or(1_000_000)),
+        "mutex" => mutex(n.unwrap_or(1_000_000)),
         "" => {} // `cargo bench` with no workload runs nothing
         w => {
             eprintln!("compare_goro: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow, pingpong, ring, chan_buffered, mutex, sleep, fanout)");
