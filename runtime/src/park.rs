@@ -77,9 +77,13 @@ pub fn park_timeout(dur: std::time::Duration) {
             if g.try_consume_token() {
                 return;
             }
-            let gref = tls::current_g().expect("a running goroutine");
             match deadline {
-                Some(d) => crate::sched::timers::park_until(&gref, d),
+                Some(d) => {
+                    // SAFETY: `g` is the running goroutine's G, alive while it runs (its M
+                    // holds the scheduling reference); no second thread-local read needed.
+                    let me = unsafe { GRef::clone_from_ptr(std::ptr::NonNull::from(g)) };
+                    crate::sched::timers::park_until(me, d);
+                }
                 None => g::park_current(g),
             }
         })

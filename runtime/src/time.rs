@@ -32,7 +32,7 @@ pub fn sleep(d: Duration) {
 
 /// Parks the calling goroutine until `deadline` (a plain thread sleeps).
 pub fn sleep_until(deadline: Instant) {
-    if crate::try_current().is_none() {
+    if crate::tls::with_current_g(|g| g.is_none()) {
         let now = Instant::now();
         if deadline > now {
             std::thread::sleep(deadline - now);

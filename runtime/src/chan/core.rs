@@ -246,6 +246,11 @@ impl<T> Chan<T> {
         }
     }
 
+    /// The buffer's capacity; `None` for an unbounded channel.
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        (self.cap != UNBOUNDED).then_some(self.cap)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.locked(|i| i.buf.len())
     }

@@ -97,6 +97,15 @@ impl Wait {
             _ => None,
         }
     }
+
+    /// Whether the operation must give up now instead of blocking.
+    fn expired(self) -> bool {
+        match self {
+            Wait::No => true,
+            Wait::Until(d) => Instant::now() >= d,
+            Wait::Forever => false,
+        }
+    }
 }
 
 /// Cleans up a single blocked operation on every exit, unwinding included (`waiter.rs`,
@@ -110,10 +119,7 @@ struct Waiting<'a, T> {
 
 impl<T> Drop for Waiting<'_, T> {
     fn drop(&mut self) {
-        if self.sel.state() == WAITING {
-            let _ = self.sel.try_claim(ABORTED);
-        }
-        let s = self.sel.state();
+        let s = self.sel.give_up();
         if s == ABORTED {
             self.chan.lock();
             // SAFETY: lock held; `w` was enqueued on this channel's queue of this kind.
@@ -179,12 +185,7 @@ impl<T> Sender<T> {
             }
             Err(NotNow::Block(v)) => v,
         };
-        let expired = match wait {
-            Wait::No => true,
-            Wait::Until(d) => Instant::now() >= d,
-            Wait::Forever => false,
-        };
-        if expired {
+        if wait.expired() {
             // SAFETY: lock held.
             unsafe { chan.unlock() };
             return Err(SendTimeoutError::Timeout(v));
@@ -256,7 +257,7 @@ impl<T> Sender<T> {
 
     /// The buffer's capacity; `None` for an unbounded channel.
     pub fn capacity(&self) -> Option<usize> {
-        (self.chan.cap != UNBOUNDED).then_some(self.chan.cap)
+        self.chan.capacity()
     }
 
     /// Whether the channel is closed.
@@ -295,12 +296,7 @@ impl<T> Receiver<T> {
             }
             Err(NotNow::Block(())) => {}
         }
-        let expired = match wait {
-            Wait::No => true,
-            Wait::Until(d) => Instant::now() >= d,
-            Wait::Forever => false,
-        };
-        if expired {
+        if wait.expired() {
             // SAFETY: lock held.
             unsafe { chan.unlock() };
             return Err(RecvTimeoutError::Timeout);
@@ -360,7 +356,7 @@ impl<T> Receiver<T> {
 
     /// The buffer's capacity; `None` for an unbounded channel.
     pub fn capacity(&self) -> Option<usize> {
-        (self.chan.cap != UNBOUNDED).then_some(self.chan.cap)
+        self.chan.capacity()
     }
 
     /// Whether the channel is closed (values may still be buffered).

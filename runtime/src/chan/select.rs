@@ -314,9 +314,7 @@ struct Waiting<'a, 'b> {
 
 impl Drop for Waiting<'_, '_> {
     fn drop(&mut self) {
-        if self.sel.state() == super::WAITING {
-            let _ = self.sel.try_claim(ABORTED);
-        }
+        let s = self.sel.give_up();
         // Unlink what is still linked (a claimer unlinked the arm it chose), then wait for
         // a claimer's wake-up to be done with the selector.
         self.orders.lock_all(self.cases);
@@ -325,7 +323,7 @@ impl Drop for Waiting<'_, '_> {
             unsafe { c.dequeue() };
         }
         self.orders.unlock_all(self.cases);
-        self.sel.wait_done(self.sel.state());
+        self.sel.wait_done(s);
     }
 }
 

@@ -86,6 +86,15 @@ impl Selector {
         self.state.load(Ordering::Acquire)
     }
 
+    /// Settles the selector for a waiting frame about to leave (the guards' first step):
+    /// claims `ABORTED` if no one claimed it yet, and returns the final state.
+    pub(crate) fn give_up(&self) -> usize {
+        if self.state() == WAITING {
+            let _ = self.try_claim(ABORTED);
+        }
+        self.state()
+    }
+
     /// The claimer's wake-up, after it released the channel lock (point 3).
     ///
     /// # Safety

@@ -558,12 +558,10 @@ fn resign_timer_wait(rt: &Runtime, s: &mut Sched, m: &Arc<M>) {
 /// The timer waiter `m` was handed a P for other work: another idle M takes over the wait.
 fn pass_timer_wait(rt: &Runtime, m: &Arc<M>) {
     let mut s = rt.lock();
-    if !s.timer_waiter.as_ref().is_some_and(|w| Arc::ptr_eq(w, m)) {
-        return;
+    if s.timer_waiter.as_ref().is_some_and(|w| Arc::ptr_eq(w, m)) {
+        resign_timer_wait(rt, &mut s, m);
+        pass_timer_wait_locked(rt, &mut s);
     }
-    s.timer_waiter = None;
-    rt.timer_until.store(0, Ordering::SeqCst);
-    pass_timer_wait_locked(rt, &mut s);
 }
 
 /// Under the scheduler lock, with no timer waiter: the next idle M becomes it, so the timers

@@ -245,11 +245,10 @@ pub(crate) fn add(e: Arc<TimerEntry>) {
     }
 }
 
-/// Parks the calling goroutine until it is unparked or `deadline` passes (may return early,
-/// like any park). Must be called on a goroutine.
-pub(crate) fn park_until(g: &GRef, deadline: Instant) {
-    let when = nanos_at(deadline);
-    let e = TimerEntry::new(when, Action::Wake(g.clone()));
+/// Parks the calling goroutine `me` until it is unparked or `deadline` passes (may return
+/// early, like any park). The timer owns the reference it wakes through.
+pub(crate) fn park_until(me: GRef, deadline: Instant) {
+    let e = TimerEntry::new(nanos_at(deadline), Action::Wake(me));
     add(e.clone());
     crate::park();
     e.cancel();
