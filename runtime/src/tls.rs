@@ -139,7 +139,9 @@ thread_local! {
     static RNG: Cell<u32> = const { Cell::new(0) };
 }
 
-/// A cheap per-thread pseudo-random number (xorshift32), for `select`'s poll order.
+/// A cheap per-thread pseudo-random number (xorshift32), for `select`'s poll order (a fixed
+/// order under loom, where the models must be deterministic: then unused).
+#[cfg_attr(loom, allow(dead_code))]
 #[inline(never)]
 pub(crate) fn fastrand() -> u32 {
     RNG.try_with(|c| {

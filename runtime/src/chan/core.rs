@@ -29,6 +29,10 @@ use crate::loom::{AtomicUsize, Ordering};
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 
+/// Whether to check the invariants above at run time: debug builds, and loom models (which
+/// run optimised, without debug assertions).
+const CHECK: bool = cfg!(any(debug_assertions, loom));
+
 /// `cap` of an unbounded channel.
 pub(crate) const UNBOUNDED: usize = usize::MAX;
 
@@ -41,13 +45,44 @@ pub(crate) struct Inner<T> {
     pub(crate) sendq: WaitQueue<T>,
 }
 
+impl<T> Inner<T> {
+    /// Asserts the invariants of the module comment (when `CHECK`): called under the lock at
+    /// the start of every operation, where they must hold.
+    fn check(&self, cap: usize) {
+        if CHECK {
+            assert!(
+                self.recvq.is_empty() || self.buf.is_empty(),
+                "chan: receivers wait while values are buffered"
+            );
+            assert!(
+                self.sendq.is_empty() || self.buf.len() == cap,
+                "chan: senders wait while the buffer has room"
+            );
+            assert!(
+                !(self.closed || self.no_receivers)
+                    || (self.recvq.is_empty() && self.sendq.is_empty()),
+                "chan: parties still wait on a closed channel"
+            );
+        }
+    }
+}
+
 pub(crate) struct Chan<T> {
     lock: ChanLock,
     inner: UnsafeCell<Inner<T>>,
     pub(crate) cap: usize,
     pub(crate) senders: AtomicUsize,
     pub(crate) receivers: AtomicUsize,
+    /// Under loom, the channel's rank in `select`'s lock order (see [`Chan::id`]).
+    #[cfg(loom)]
+    seq: usize,
 }
+
+/// Under loom, numbers the channels in creation order (see [`Chan::id`]). A plain std
+/// atomic on purpose: its values differ between loom's executions, but only their order is
+/// used, and a model creates its channels in the same order in every execution.
+#[cfg(loom)]
+static NEXT_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 // SAFETY: `inner` is only accessed under `lock` (or through `&mut`); the waiters it links to
 // are accessed under the same lock (`waiter.rs`). Values of `T` move between threads, hence
@@ -81,7 +116,21 @@ impl<T> Chan<T> {
             cap,
             senders: AtomicUsize::new(1),
             receivers: AtomicUsize::new(1),
+            #[cfg(loom)]
+            seq: NEXT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// Identifies the channel and ranks it in the order `select` takes channel locks: its
+    /// address. Under loom, its creation rank instead: addresses come from the heap and
+    /// differ between loom's executions, and a lock order that flips from one execution to
+    /// the next makes the model nondeterministic (loom then replays a recorded schedule on
+    /// different operations, and fails with causality violations that are not in the code).
+    pub(crate) fn id(&self) -> usize {
+        #[cfg(loom)]
+        return self.seq;
+        #[cfg(not(loom))]
+        return self as *const Chan<T> as usize;
     }
 
     pub(crate) fn lock(&self) {
@@ -120,6 +169,7 @@ impl<T> Chan<T> {
     pub(crate) unsafe fn send_now(&self, v: T) -> Result<Wake, NotNow<T>> {
         // SAFETY: the caller holds the lock.
         let inner = unsafe { self.inner() };
+        inner.check(self.cap);
         if inner.closed || inner.no_receivers {
             return Err(NotNow::Closed(v));
         }
@@ -143,6 +193,7 @@ impl<T> Chan<T> {
     pub(crate) unsafe fn recv_now(&self) -> Result<(T, Wake), NotNow<()>> {
         // SAFETY: the caller holds the lock.
         let inner = unsafe { self.inner() };
+        inner.check(self.cap);
         if let Some(v) = inner.buf.pop_front() {
             // A sender blocked on the full buffer: its value takes the freed place.
             // SAFETY: lock held.
@@ -263,7 +314,12 @@ impl<T> Chan<T> {
 impl<T> Drop for Chan<T> {
     fn drop(&mut self) {
         let inner = self.inner.get_mut();
-        debug_assert!(inner.recvq.is_empty() && inner.sendq.is_empty());
+        if CHECK {
+            assert!(
+                inner.recvq.is_empty() && inner.sendq.is_empty(),
+                "chan: dropped with parties waiting"
+            );
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! The macro builds one case object per arm on the caller's stack (a [`RecvCase`] or
 //! [`SendCase`], holding the arm's channel, its waiter record and, later, its result) and
 //! calls [`select`] with them and a [`Mode`]. The protocol, as in Go:
-//! 1. lock every distinct channel, in address order (no deadlock between selects);
+//! 1. lock every distinct channel, in address order (no deadlock between selects; under loom,
+//!    creation order: `Chan::id`);
 //! 2. poll the cases in a random order (Go's fairness: of several ready arms, each is equally
 //!    likely) and complete the first ready one;
 //! 3. none ready: with `default`, unlock and take it. Otherwise link a waiter into every
@@ -51,7 +52,7 @@ impl Mode {
 /// the case's channel locked (by `lock`), and the waiter contract of `waiter.rs` holds for
 /// whatever `enqueue` links.
 pub unsafe trait Case {
-    /// Identifies the channel (its address), for the lock order.
+    /// Identifies the channel (`Chan::id`, its address), for the lock order.
     fn chan_id(&self) -> usize;
     fn lock(&self);
     /// # Safety
@@ -103,7 +104,7 @@ impl<'a, T> RecvCase<'a, T> {
 // SAFETY: every `unsafe` method forwards to the channel's locked operations.
 unsafe impl<T> Case for RecvCase<'_, T> {
     fn chan_id(&self) -> usize {
-        self.chan as *const Chan<T> as usize
+        self.chan.id()
     }
     fn lock(&self) {
         self.chan.lock();
@@ -168,7 +169,7 @@ impl<'a, T> SendCase<'a, T> {
 // SAFETY: as for `RecvCase`.
 unsafe impl<T> Case for SendCase<'_, T> {
     fn chan_id(&self) -> usize {
-        self.chan as *const Chan<T> as usize
+        self.chan.id()
     }
     fn lock(&self) {
         self.chan.lock();

@@ -154,6 +154,17 @@ impl Selector {
     }
 }
 
+/// In loom models, a selector's end is checked like a write to it: loom reports any access by
+/// another thread that is not ordered before it (a claimer still touching the selector after
+/// the waiting frame left, against point 3), which it would otherwise not see.
+#[cfg(loom)]
+impl Drop for Selector {
+    fn drop(&mut self) {
+        self.state.with_mut(|_| ());
+        self.done.with_mut(|_| ());
+    }
+}
+
 /// One channel's record of a waiting operation: linked into that channel's send or receive
 /// queue while it waits. Every field is accessed under the channel's lock, or by the owner
 /// once it is unlinked and its selector settled.
