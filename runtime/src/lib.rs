@@ -6,20 +6,27 @@
 //! - `sched`: the G/M/P scheduler (Ms running Ps' run queues, stealing, sysmon, `blocking`,
 //!   migration safety), runtime start and stop;
 //! - [`runtime`]: run-time controls and scheduler statistics (`set_max_procs`, ...);
+//! - `netpoll`: the netpoller (one `mio::Poll`, polled by the scheduler) and the socket
+//!   descriptors goroutines park on; [`net`]: sockets with `std::net`'s API on top of it;
 //! - `signal`: the guard-page fault handler (`fatal error: stack overflow ...`);
 //! - `tls`: the runtime's thread-locals, behind `#[inline(never)]` accessors;
 //! - `live`: the per-thread live-goroutine counters behind `num_goroutine`;
 //! - `local`: goroutine-local storage (`goroutine_local!`);
+//! - [`fs`]: file calls inside `blocking`; `block_on`: a `Future` run on a goroutine;
 //! - `spawn`, `park`, `builder`, `panic`: the public API.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod block_on;
 mod builder;
 pub mod chan;
 pub mod context;
+pub mod fs;
 mod g;
 mod live;
 mod local;
 mod loom;
+pub mod net;
+mod netpoll;
 mod panic;
 mod park;
 pub mod runtime;
@@ -31,6 +38,7 @@ pub mod sync;
 pub mod time;
 mod tls;
 
+pub use block_on::block_on;
 pub use builder::{run, Builder};
 pub use local::GoroutineLocalKey;
 pub use panic::Panic;

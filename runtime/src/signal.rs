@@ -184,3 +184,25 @@ impl Drop for AltStack {
         }
     }
 }
+
+/// Sets `SIGPIPE` to be ignored if it has its default action (which kills the process), so a
+/// write to a socket whose peer has gone fails with `BrokenPipe` in that goroutine instead.
+/// Rust's `main` already does this; this covers programs whose entry point is not Rust's and
+/// test harnesses. A handler the program installed itself is left alone. Called when the
+/// netpoller starts (the first socket).
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: `sigaction` with a null new action only reads the current one into `old`, a
+    // valid, zeroed sigaction; installing SIG_IGN takes a valid, zeroed sigaction whose
+    // handler field is SIG_IGN. Racing another thread's `sigaction` only changes whose
+    // disposition wins, never memory safety.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_DFL
+        {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = libc::SIG_IGN;
+            libc::sigaction(libc::SIGPIPE, &act, std::ptr::null_mut());
+        }
+    }
+}

@@ -58,6 +58,21 @@ struct Wake {
     timer_wait: bool,
     /// A timer earlier than `timer_until` was added: look again.
     recheck: bool,
+    /// The timer waiter is inside the netpoller's blocking poll: wake it with
+    /// `Poller::wake`, not the condition variable.
+    in_poll: bool,
+}
+
+impl Wake {
+    /// Wakes the M that owns this state (its lock is held by the caller).
+    fn notify(&self, cv: &Condvar) {
+        if self.in_poll {
+            if let Some(p) = crate::netpoll::active() {
+                p.wake();
+            }
+        }
+        cv.notify_one();
+    }
 }
 
 pub(crate) struct M {
@@ -101,22 +116,23 @@ impl M {
     }
 
     pub(crate) fn wake_for_stop(&self) {
-        let _w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
-        self.cv.notify_all();
+        let w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        w.notify(&self.cv);
     }
 
     fn hand(&self, pid: usize, spinning: bool) {
         let mut w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
         debug_assert!(w.next_p.is_none());
         w.next_p = Some((pid, spinning));
-        self.cv.notify_one();
+        w.notify(&self.cv);
     }
 
-    /// Tells the timer waiter a timer earlier than its deadline was added.
+    /// Tells the timer waiter to look again: a timer earlier than its deadline was added, or
+    /// the netpoller started.
     pub(crate) fn recheck_timers(&self) {
         let mut w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
         w.recheck = true;
-        self.cv.notify_one();
+        w.notify(&self.cv);
     }
 
     /// Wakes this sleeping M (taken off an idle list by the caller) with P `pid`.
@@ -321,6 +337,9 @@ fn find_runnable(rt: &Runtime, m: &M) -> Option<(GRef, bool)> {
         if rt.npinned.load(Ordering::Relaxed) > 0 && give_p_to_pinned(rt, m, p) {
             return None;
         }
+        if let Some(g) = poll_network(rt, p) {
+            return Some((g, false));
+        }
         let procs = rt.procs();
         let busy = procs.saturating_sub(rt.npidle.load(Ordering::Relaxed));
         if procs > 1 && (m.is_spinning() || 2 * rt.nmspinning.load(Ordering::Relaxed) < busy) {
@@ -367,6 +386,25 @@ fn find_runnable(rt: &Runtime, m: &M) -> Option<(GRef, bool)> {
         }
         return None;
     }
+}
+
+/// Step 4½ (`netpoll`, rule 1): goroutines wait for I/O and this P ran dry: poll without
+/// blocking. The first goroutine an event woke runs now; the rest go to this P's ring, and an
+/// idle P is woken to steal them.
+fn poll_network(rt: &Runtime, p: &P) -> Option<GRef> {
+    let poller = crate::netpoll::active()?;
+    if !poller.has_waiters() {
+        return None;
+    }
+    let mut first = None;
+    let n = poller.poll_now(&mut |g| match first {
+        None => first = Some(g),
+        Some(_) => p.push_tail(rt, g),
+    });
+    if n > 1 {
+        wakep(rt);
+    }
+    first
 }
 
 /// Step 5: tries every other P `STEAL_TRIES` times, in a random order.
@@ -496,7 +534,25 @@ fn stopm(rt: &Runtime, m: &Arc<M>) -> Option<(usize, bool)> {
         let until = rt.timer_until.load(Ordering::SeqCst);
         let now = super::timers::now_nanos();
         if now < until && !w.recheck {
-            let d = std::time::Duration::from_nanos(until - now);
+            let d = (until != super::timers::NONE)
+                .then(|| std::time::Duration::from_nanos(until - now));
+            if let Some(poller) = crate::netpoll::active() {
+                w.in_poll = true;
+                drop(w);
+                let mut woken = Vec::new();
+                poller.poll_wait(d, &mut |g| woken.push(g));
+                w = m.wake.lock().unwrap_or_else(|e| e.into_inner());
+                w.in_poll = false;
+                if !woken.is_empty() {
+                    drop(w);
+                    if let Some(x) = run_polled(rt, m, woken) {
+                        return Some(x);
+                    }
+                    w = m.wake.lock().unwrap_or_else(|e| e.into_inner());
+                }
+                continue;
+            }
+            let d = d.expect("without the netpoller, a timer waiter waits for a timer");
             w = m.cv.wait_timeout(w, d).unwrap_or_else(|e| e.into_inner()).0;
             continue;
         }
@@ -527,12 +583,40 @@ fn stopm(rt: &Runtime, m: &Arc<M>) -> Option<(usize, bool)> {
     }
 }
 
+/// The timer waiter `m` got goroutines from the netpoller (`netpoll`, rule 2): they go to
+/// the global queue, and `m` takes an idle P to run them, as a spinner (so it wakes another
+/// M if there is more than it can run). With no idle P the busy Ms take them from the global
+/// queue. Returns the P, or `None` to keep waiting (or to take a P handed over meanwhile).
+fn run_polled(rt: &Runtime, m: &Arc<M>, woken: Vec<GRef>) -> Option<(usize, bool)> {
+    let mut s = rt.lock();
+    s.global.extend(woken);
+    rt.global_len.store(s.global.len(), Ordering::Relaxed);
+    let i = s.idle_ms.iter().position(|x| Arc::ptr_eq(x, m))?;
+    let pid = pidleget(rt, &mut s)?;
+    s.idle_ms.swap_remove(i);
+    resign_timer_wait(rt, &mut s, m);
+    pass_timer_wait_locked(rt, &mut s);
+    rt.nmspinning.fetch_add(1, Ordering::SeqCst);
+    Some((pid, true))
+}
+
+/// The netpoller has just started: if an idle M waits for timers on its condition variable,
+/// or none waits at all, have one wait in the poller (`netpoll`, rule 2).
+pub(crate) fn netpoll_started(rt: &Runtime) {
+    let mut s = rt.lock();
+    match s.timer_waiter.clone() {
+        Some(w) => w.recheck_timers(),
+        None => pass_timer_wait_locked(rt, &mut s),
+    }
+}
+
 /// Under the scheduler lock: makes `m` (idle, listed) the timer waiter for the earliest
-/// deadline, or no one's if there are no timers. The store-then-load order against
+/// deadline, or no one's if there are no timers and no netpoller (with the netpoller, the
+/// waiter waits in it, for as long as there is no timer). The store-then-load order against
 /// `timers::add` is the no-forgotten-timer argument in `timers.rs`.
 fn update_timer_wait(rt: &Runtime, s: &mut Sched, m: &Arc<M>) {
     let mut until = rt.earliest_timer();
-    if until == super::timers::NONE {
+    if until == super::timers::NONE && crate::netpoll::active().is_none() {
         resign_timer_wait(rt, s, m);
         return;
     }

@@ -481,6 +481,14 @@ pub(crate) fn ready(g: GRef) {
     }
 }
 
+/// The netpoller has just started (`netpoll`): tell the running runtime's idle Ms.
+pub(crate) fn netpoll_started() {
+    let rt = with_here(|h| h.map(|h| h.rt.me.upgrade())).flatten();
+    if let Some(rt) = rt.or_else(|| current().rt.clone()) {
+        m::netpoll_started(&rt);
+    }
+}
+
 /// The runtime `set_max_procs`/`max_procs` talk to: this M's, else the running one.
 fn runtime_in_use<R>(f: impl FnOnce(&Runtime) -> R) -> Option<R> {
     with_here(|h| match h {

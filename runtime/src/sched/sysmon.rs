@@ -19,6 +19,9 @@
 //! 4. (after the P loop) **Timers no M waits for** (all Ms busy, see `timers.rs`): sysmon
 //!    sleeps at most until the earliest one and wakes an idle P for it when it is due.
 //!
+//! 6. **The netpoller** (`netpoll`, rule 3): when goroutines wait for I/O and no one has
+//!    polled for 10 ms, poll without blocking and queue the goroutines it wakes globally.
+//!
 //! And `GORO_DEBUG=schedtrace=<ms>` prints Go's `SCHED` line every `<ms>` milliseconds.
 //!
 //! Rhythm (Go's): sleep 20 µs; after 50 rounds with nothing to do, double the sleep up to 10 ms.
@@ -132,6 +135,18 @@ pub(crate) fn run(rt: &Runtime) {
         {
             wakep(rt);
             acted = true;
+        }
+        // 6. The netpoller (`netpoll`, rule 3): goroutines wait for I/O and no M has polled
+        // for 10 ms (all are busy); poll for them.
+        if let Some(poller) = crate::netpoll::active() {
+            if poller.overdue(timers::now_nanos()) {
+                let mut woken = Vec::new();
+                poller.poll_now(&mut |g| woken.push(g));
+                if !woken.is_empty() {
+                    rt.inject_batch(woken);
+                    acted = true;
+                }
+            }
         }
         if let (Some(at), Some(every)) = (next_trace, trace) {
             if now >= at {

@@ -1,0 +1,368 @@
+//! `TcpListener` and `TcpStream` (std's API; see `net/mod.rs` for what differs).
+
+use super::each_addr;
+use super::socket::Socket;
+use crate::netpoll::Dir;
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A TCP server socket (`std::net::TcpListener`); `accept` parks the goroutine.
+///
+/// ```
+/// # extern crate goro_runtime as goro;
+/// use std::io::{Read, Write};
+/// goro::run(|| {
+///     let l = goro::net::TcpListener::bind("127.0.0.1:0").unwrap();
+///     let addr = l.local_addr().unwrap();
+///     let server = goro::spawn(move || {
+///         let (mut s, _) = l.accept().unwrap();
+///         let mut buf = [0; 5];
+///         s.read_exact(&mut buf).unwrap();
+///         s.write_all(&buf).unwrap();
+///     });
+///     let mut c = goro::net::TcpStream::connect(addr).unwrap();
+///     c.write_all(b"hello").unwrap();
+///     let mut back = [0; 5];
+///     c.read_exact(&mut back).unwrap();
+///     assert_eq!(&back, b"hello");
+///     server.join().unwrap();
+/// });
+/// ```
+#[derive(Clone)]
+pub struct TcpListener(Arc<Socket<mio::net::TcpListener>>);
+
+/// A TCP connection (`std::net::TcpStream`); reads and writes park the goroutine.
+#[derive(Clone)]
+pub struct TcpStream(Arc<Socket<mio::net::TcpStream>>);
+
+impl TcpListener {
+    /// Binds to the first of `addr`'s addresses that works (as std does), with
+    /// `SO_REUSEADDR` set and, like Go, the system's largest listen backlog
+    /// (`net.core.somaxconn`) rather than std's 128: a burst of connections from a thousand
+    /// goroutines must queue, not overflow into dropped handshakes.
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
+        each_addr(addr, |a| {
+            let l = mio::net::TcpListener::bind(a)?;
+            // SAFETY: `l` owns an open, listening socket; calling `listen` again only
+            // changes its backlog (Linux allows this).
+            if unsafe { libc::listen(l.as_raw_fd(), max_backlog()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(TcpListener(Arc::new(Socket::new(l)?)))
+        })
+    }
+
+    /// Adopts a std listener (made non-blocking).
+    pub fn from_std(l: std::net::TcpListener) -> io::Result<TcpListener> {
+        l.set_nonblocking(true)?;
+        Ok(TcpListener(Arc::new(Socket::new(
+            mio::net::TcpListener::from_std(l),
+        )?)))
+    }
+
+    /// Waits for a connection. Errors such as `EMFILE` (out of file descriptors) are returned
+    /// as they are; a server loop should back off briefly and accept again (the examples do).
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (s, peer) = self.0.io(Dir::Read, |l| l.accept())?;
+        Ok((TcpStream(Arc::new(Socket::new(s)?)), peer))
+    }
+
+    /// An endless iterator of `accept` results.
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get().local_addr()
+    }
+
+    /// Another handle to the same listener.
+    pub fn try_clone(&self) -> io::Result<TcpListener> {
+        Ok(self.clone())
+    }
+
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.0.get().set_ttl(ttl)
+    }
+
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.0.get().ttl()
+    }
+
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.0.get().take_error()
+    }
+
+    /// With `true`, `accept` fails with `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.0.set_nonblocking(nonblocking)
+    }
+
+    /// Go's `SetDeadline` for `accept`: after `at`, it fails with `TimedOut`.
+    pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+        self.0.set_deadline(Some(Dir::Read), at)
+    }
+
+    /// Go's `Close`: goroutines blocked in `accept` wake with an error, and so does every
+    /// later call. The port is released when the last handle drops.
+    pub fn close(&self) -> io::Result<()> {
+        self.0.close()
+    }
+}
+
+/// Go's `maxListenerBacklog`: `net.core.somaxconn`, read once (the kernel caps larger values
+/// to it anyway), or 4096 when it cannot be read.
+fn max_backlog() -> libc::c_int {
+    static BACKLOG: std::sync::OnceLock<libc::c_int> = std::sync::OnceLock::new();
+    *BACKLOG.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<libc::c_int>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(4096)
+            .min(65535)
+    })
+}
+
+/// `TcpListener::incoming`.
+pub struct Incoming<'a> {
+    listener: &'a TcpListener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = io::Result<TcpStream>;
+    fn next(&mut self) -> Option<io::Result<TcpStream>> {
+        Some(self.listener.accept().map(|(s, _)| s))
+    }
+}
+
+impl TcpStream {
+    /// Connects to the first of `addr`'s addresses that accepts (as std does).
+    pub fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
+        each_addr(addr, |a| TcpStream::connect_until(a, None))
+    }
+
+    /// Connects to `addr`, failing with `TimedOut` after `timeout` (zero is an error, as in std).
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        if timeout.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            ));
+        }
+        let deadline = Instant::now().checked_add(timeout);
+        TcpStream::connect_until(*addr, deadline).map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+            } else {
+                e
+            }
+        })
+    }
+
+    /// A non-blocking connect, then wait until the socket is writable: connected, or failed
+    /// (`SO_ERROR`).
+    fn connect_until(addr: SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream> {
+        let s = Socket::new(mio::net::TcpStream::connect(addr)?)?;
+        loop {
+            if let Some(e) = s.get().take_error()? {
+                return Err(e);
+            }
+            match s.get().peer_addr() {
+                Ok(_) => return Ok(TcpStream(Arc::new(s))),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                Err(e) => return Err(e),
+            }
+            s.wait(Dir::Write, deadline)?;
+        }
+    }
+
+    /// Adopts a connected std stream (made non-blocking).
+    pub fn from_std(s: std::net::TcpStream) -> io::Result<TcpStream> {
+        s.set_nonblocking(true)?;
+        Ok(TcpStream(Arc::new(Socket::new(
+            mio::net::TcpStream::from_std(s),
+        )?)))
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get().peer_addr()
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get().local_addr()
+    }
+
+    /// Shuts down reading, writing or both, for every handle of this socket. A goroutine
+    /// blocked reading sees end of file.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.0.check_open()?;
+        self.0.get().shutdown(how)
+    }
+
+    /// Another handle to the same connection (shared, not `dup`ed: see `net/mod.rs`).
+    pub fn try_clone(&self) -> io::Result<TcpStream> {
+        Ok(self.clone())
+    }
+
+    /// Bounds each read (`None`: no bound); one that runs out fails with `WouldBlock`.
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.0.set_timeout(Dir::Read, t)
+    }
+
+    /// Bounds each write (`None`: no bound); one that runs out fails with `WouldBlock`.
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.0.set_timeout(Dir::Write, t)
+    }
+
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        self.0.timeout(Dir::Read)
+    }
+
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        self.0.timeout(Dir::Write)
+    }
+
+    /// Go's `SetDeadline`: reads and writes fail with `TimedOut` after `at` (`None` clears).
+    pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+        self.0.set_deadline(None, at)
+    }
+
+    /// Go's `SetReadDeadline`.
+    pub fn set_read_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+        self.0.set_deadline(Some(Dir::Read), at)
+    }
+
+    /// Go's `SetWriteDeadline`.
+    pub fn set_write_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+        self.0.set_deadline(Some(Dir::Write), at)
+    }
+
+    /// Reads without removing the data from the queue; waits like `read`.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.io(Dir::Read, |s| s.peek(buf))
+    }
+
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.get().set_nodelay(nodelay)
+    }
+
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.0.get().nodelay()
+    }
+
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.0.get().set_ttl(ttl)
+    }
+
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.0.get().ttl()
+    }
+
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.0.get().take_error()
+    }
+
+    /// With `true`, calls fail with `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.0.set_nonblocking(nonblocking)
+    }
+
+    /// Go's `Close`: goroutines blocked on this connection wake with an error, every later
+    /// call fails, and the peer sees the connection shut down. The descriptor is closed when
+    /// the last handle drops.
+    pub fn close(&self) -> io::Result<()> {
+        self.0.close()
+    }
+}
+
+impl Read for &TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.io(Dir::Read, |mut s| s.read(buf))
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.0.io(Dir::Read, |mut s| s.read_vectored(bufs))
+    }
+}
+
+impl Write for &TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.io(Dir::Write, |mut s| s.write(buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.io(Dir::Write, |mut s| s.write_vectored(bufs))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        (&*self).read_vectored(bufs)
+    }
+}
+
+impl Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("TcpStream");
+        if let Ok(a) = self.local_addr() {
+            d.field("addr", &a);
+        }
+        if let Ok(a) = self.peer_addr() {
+            d.field("peer", &a);
+        }
+        d.field("fd", &self.as_raw_fd())
+            .field("closed", &self.0.is_closed())
+            .finish()
+    }
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("TcpListener");
+        if let Ok(a) = self.local_addr() {
+            d.field("addr", &a);
+        }
+        d.field("fd", &self.as_raw_fd())
+            .field("closed", &self.0.is_closed())
+            .finish()
+    }
+}

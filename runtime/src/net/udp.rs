@@ -1,0 +1,187 @@
+//! `UdpSocket` (std's API; see `net/mod.rs` for what differs).
+
+use super::socket::Socket;
+use super::{each_addr, resolve};
+use crate::netpoll::Dir;
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A UDP socket (`std::net::UdpSocket`); receiving, and sending into a full buffer, park the
+/// goroutine.
+#[derive(Clone)]
+pub struct UdpSocket(Arc<Socket<mio::net::UdpSocket>>);
+
+impl UdpSocket {
+    /// Binds to the first of `addr`'s addresses that works.
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
+        each_addr(addr, |a| {
+            Ok(UdpSocket(Arc::new(Socket::new(
+                mio::net::UdpSocket::bind(a)?,
+            )?)))
+        })
+    }
+
+    /// Adopts a std socket (made non-blocking).
+    pub fn from_std(s: std::net::UdpSocket) -> io::Result<UdpSocket> {
+        s.set_nonblocking(true)?;
+        Ok(UdpSocket(Arc::new(Socket::new(
+            mio::net::UdpSocket::from_std(s),
+        )?)))
+    }
+
+    /// Sends to `addr`: its first address, as std does.
+    pub fn send_to<A: ToSocketAddrs>(&self, buf: &[u8], addr: A) -> io::Result<usize> {
+        let to = resolve(addr)?.into_iter().next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no addresses to send data to")
+        })?;
+        self.0.io(Dir::Write, |s| s.send_to(buf, to))
+    }
+
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.0.io(Dir::Read, |s| s.recv_from(buf))
+    }
+
+    pub fn peek_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.0.io(Dir::Read, |s| s.peek_from(buf))
+    }
+
+    /// Sets the default peer (the first of `addr`'s addresses that works) for `send`/`recv`.
+    pub fn connect<A: ToSocketAddrs>(&self, addr: A) -> io::Result<()> {
+        self.0.check_open()?;
+        each_addr(addr, |a| self.0.get().connect(a))
+    }
+
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.0.io(Dir::Write, |s| s.send(buf))
+    }
+
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.io(Dir::Read, |s| s.recv(buf))
+    }
+
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.io(Dir::Read, |s| s.peek(buf))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get().local_addr()
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get().peer_addr()
+    }
+
+    /// Another handle to the same socket (shared, see `net/mod.rs`).
+    pub fn try_clone(&self) -> io::Result<UdpSocket> {
+        Ok(self.clone())
+    }
+
+    /// Bounds each receive; one that runs out fails with `WouldBlock`.
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.0.set_timeout(Dir::Read, t)
+    }
+
+    /// Bounds each send; one that runs out fails with `WouldBlock`.
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.0.set_timeout(Dir::Write, t)
+    }
+
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        self.0.timeout(Dir::Read)
+    }
+
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        self.0.timeout(Dir::Write)
+    }
+
+    /// Go's `SetDeadline`: sends and receives fail with `TimedOut` after `at`.
+    pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+        self.0.set_deadline(None, at)
+    }
+
+    pub fn set_read_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+        self.0.set_deadline(Some(Dir::Read), at)
+    }
+
+    pub fn set_write_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+        self.0.set_deadline(Some(Dir::Write), at)
+    }
+
+    pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
+        self.0.get().set_broadcast(on)
+    }
+
+    pub fn broadcast(&self) -> io::Result<bool> {
+        self.0.get().broadcast()
+    }
+
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.0.get().set_ttl(ttl)
+    }
+
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.0.get().ttl()
+    }
+
+    pub fn set_multicast_loop_v4(&self, on: bool) -> io::Result<()> {
+        self.0.get().set_multicast_loop_v4(on)
+    }
+
+    pub fn set_multicast_ttl_v4(&self, ttl: u32) -> io::Result<()> {
+        self.0.get().set_multicast_ttl_v4(ttl)
+    }
+
+    pub fn set_multicast_loop_v6(&self, on: bool) -> io::Result<()> {
+        self.0.get().set_multicast_loop_v6(on)
+    }
+
+    pub fn join_multicast_v4(&self, multiaddr: &Ipv4Addr, interface: &Ipv4Addr) -> io::Result<()> {
+        self.0.get().join_multicast_v4(multiaddr, interface)
+    }
+
+    pub fn join_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> io::Result<()> {
+        self.0.get().join_multicast_v6(multiaddr, interface)
+    }
+
+    pub fn leave_multicast_v4(&self, multiaddr: &Ipv4Addr, interface: &Ipv4Addr) -> io::Result<()> {
+        self.0.get().leave_multicast_v4(multiaddr, interface)
+    }
+
+    pub fn leave_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> io::Result<()> {
+        self.0.get().leave_multicast_v6(multiaddr, interface)
+    }
+
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.0.get().take_error()
+    }
+
+    /// With `true`, calls fail with `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.0.set_nonblocking(nonblocking)
+    }
+
+    /// Go's `Close`: blocked goroutines wake with an error, and every later call fails.
+    pub fn close(&self) -> io::Result<()> {
+        self.0.close()
+    }
+}
+
+impl AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("UdpSocket");
+        if let Ok(a) = self.local_addr() {
+            d.field("addr", &a);
+        }
+        d.field("fd", &self.as_raw_fd()).finish()
+    }
+}

@@ -1,0 +1,257 @@
+//! `UnixListener` and `UnixStream` (std's `std::os::unix::net` API; see `net/mod.rs` for what
+//! differs).
+
+use super::socket::Socket;
+use crate::netpoll::Dir;
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A Unix-domain server socket; `accept` parks the goroutine.
+#[derive(Clone)]
+pub struct UnixListener(Arc<Socket<mio::net::UnixListener>>);
+
+/// A Unix-domain stream; reads and writes park the goroutine.
+#[derive(Clone)]
+pub struct UnixStream(Arc<Socket<mio::net::UnixStream>>);
+
+impl UnixListener {
+    pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
+        Ok(UnixListener(Arc::new(Socket::new(
+            mio::net::UnixListener::bind(path)?,
+        )?)))
+    }
+
+    /// Adopts a std listener (made non-blocking).
+    pub fn from_std(l: std::os::unix::net::UnixListener) -> io::Result<UnixListener> {
+        l.set_nonblocking(true)?;
+        Ok(UnixListener(Arc::new(Socket::new(
+            mio::net::UnixListener::from_std(l),
+        )?)))
+    }
+
+    pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
+        let (s, peer) = self.0.io(Dir::Read, |l| l.accept())?;
+        Ok((UnixStream(Arc::new(Socket::new(s)?)), peer))
+    }
+
+    /// An endless iterator of `accept` results.
+    pub fn incoming(&self) -> UnixIncoming<'_> {
+        UnixIncoming { listener: self }
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get().local_addr()
+    }
+
+    /// Another handle to the same listener.
+    pub fn try_clone(&self) -> io::Result<UnixListener> {
+        Ok(self.clone())
+    }
+
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.0.get().take_error()
+    }
+
+    /// With `true`, `accept` fails with `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.0.set_nonblocking(nonblocking)
+    }
+
+    /// Go's `SetDeadline` for `accept`.
+    pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+        self.0.set_deadline(Some(Dir::Read), at)
+    }
+
+    /// Go's `Close`: goroutines blocked in `accept` wake with an error.
+    pub fn close(&self) -> io::Result<()> {
+        self.0.close()
+    }
+}
+
+/// `UnixListener::incoming`.
+pub struct UnixIncoming<'a> {
+    listener: &'a UnixListener,
+}
+
+impl Iterator for UnixIncoming<'_> {
+    type Item = io::Result<UnixStream>;
+    fn next(&mut self) -> Option<io::Result<UnixStream>> {
+        Some(self.listener.accept().map(|(s, _)| s))
+    }
+}
+
+impl UnixStream {
+    /// Connects to the socket at `path`. A listener whose backlog is full makes a
+    /// non-blocking connect fail with `WouldBlock`; like std's blocking connect, this waits
+    /// (retrying every millisecond) until there is room.
+    pub fn connect<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
+        loop {
+            match mio::net::UnixStream::connect(path.as_ref()) {
+                Ok(s) => return Ok(UnixStream(Arc::new(Socket::new(s)?))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    crate::time::sleep(Duration::from_millis(1))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A connected pair.
+    pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
+        let (a, b) = mio::net::UnixStream::pair()?;
+        Ok((
+            UnixStream(Arc::new(Socket::new(a)?)),
+            UnixStream(Arc::new(Socket::new(b)?)),
+        ))
+    }
+
+    /// Adopts a std stream (made non-blocking).
+    pub fn from_std(s: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+        s.set_nonblocking(true)?;
+        Ok(UnixStream(Arc::new(Socket::new(
+            mio::net::UnixStream::from_std(s),
+        )?)))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get().local_addr()
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get().peer_addr()
+    }
+
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.0.check_open()?;
+        self.0.get().shutdown(how)
+    }
+
+    /// Another handle to the same stream (shared, see `net/mod.rs`).
+    pub fn try_clone(&self) -> io::Result<UnixStream> {
+        Ok(self.clone())
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.0.set_timeout(Dir::Read, t)
+    }
+
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.0.set_timeout(Dir::Write, t)
+    }
+
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        self.0.timeout(Dir::Read)
+    }
+
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        self.0.timeout(Dir::Write)
+    }
+
+    pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+        self.0.set_deadline(None, at)
+    }
+
+    pub fn set_read_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+        self.0.set_deadline(Some(Dir::Read), at)
+    }
+
+    pub fn set_write_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+        self.0.set_deadline(Some(Dir::Write), at)
+    }
+
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.0.get().take_error()
+    }
+
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.0.set_nonblocking(nonblocking)
+    }
+
+    /// Go's `Close`: blocked goroutines wake with an error, and every later call fails.
+    pub fn close(&self) -> io::Result<()> {
+        self.0.close()
+    }
+}
+
+impl Read for &UnixStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.io(Dir::Read, |mut s| s.read(buf))
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.0.io(Dir::Read, |mut s| s.read_vectored(bufs))
+    }
+}
+
+impl Write for &UnixStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.io(Dir::Write, |mut s| s.write(buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.io(Dir::Write, |mut s| s.write_vectored(bufs))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for UnixStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        (&*self).read_vectored(bufs)
+    }
+}
+
+impl Write for UnixStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for UnixStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl AsRawFd for UnixListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl fmt::Debug for UnixStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnixStream")
+            .field("fd", &self.as_raw_fd())
+            .finish()
+    }
+}
+
+impl fmt::Debug for UnixListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnixListener")
+            .field("fd", &self.as_raw_fd())
+            .finish()
+    }
+}
