@@ -2,8 +2,11 @@
 // run on Go's own runtime. Standard library only.
 //
 //	goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep> [--n N]
+//	goropeer <http_hello|echo> --addr IP:PORT
 //
-// Prints rows "workload go metric value unit" on stdout.
+// Prints rows "workload go metric value unit" on stdout. http_hello and echo (net.go) are
+// servers for benches/compare's http and idle_conns workloads: they print
+// "listening on <addr>" and serve until killed; the script does the measuring.
 //
 //   - spawn_idle (N=1,000,000): start N goroutines that each block receiving from their own
 //     chan struct{}; time until all N have reached the receive (spawn_all_parked), RSS added
@@ -367,11 +370,15 @@ func sleepMany(n int) {
 func main() {
 	args := os.Args[1:]
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep> [--n N]")
+		fmt.Fprintln(os.Stderr, "usage: goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep> [--n N]\n       goropeer <http_hello|echo> --addr IP:PORT")
 		os.Exit(2)
 	}
 	n := -1
+	addr := ""
 	for i := 1; i < len(args); i++ {
+		if args[i] == "--addr" && i+1 < len(args) {
+			addr = args[i+1]
+		}
 		if args[i] == "--n" && i+1 < len(args) {
 			v, err := strconv.Atoi(strings.ReplaceAll(args[i+1], "_", ""))
 			if err != nil || v <= 0 {
@@ -406,8 +413,18 @@ func main() {
 		mutexContend(orDefault(1_000_000))
 	case "sleep":
 		sleepMany(orDefault(1_000_000))
+	case "http_hello", "echo":
+		if addr == "" {
+			fmt.Fprintf(os.Stderr, "%s needs --addr IP:PORT\n", args[0])
+			os.Exit(2)
+		}
+		if args[0] == "echo" {
+			echo(addr)
+		} else {
+			httpHello(addr)
+		}
 	default:
-		fmt.Fprintf(os.Stderr, "unknown workload %q (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout, chan_buffered, mutex, sleep)\n", args[0])
+		fmt.Fprintf(os.Stderr, "unknown workload %q (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout, chan_buffered, mutex, sleep, http_hello, echo)\n", args[0])
 		os.Exit(2)
 	}
 }

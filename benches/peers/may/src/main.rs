@@ -5,6 +5,10 @@
 //! [--n N] [--procs P]`, rows
 //! `workload may metric value unit`.
 //!
+//! `may-peer <http_hello|echo> --addr IP:PORT`: the servers of benches/compare's `http` and
+//! `idle_conns` workloads (`net.rs`, may_minihttp for `http_hello`); they print
+//! `listening on <addr>` and serve until killed, the script does the measuring.
+//!
 //! - `spawn_idle` (N = 1,000,000): spawn N coroutines that each bump a counter and
 //!   `coroutine::park()`; time until the counter reaches N (`spawn_all_parked`), RSS added per
 //!   coroutine (`rss_per_goroutine`), then unpark every handle and join all (`release_all`).
@@ -54,6 +58,8 @@
 //! may's defaults are used (one worker per core, pinned). `MAY_WORKERS=k` overrides the worker
 //! count, for exploring (with 2 workers an idle worker steals the child in `spawn_join`, so
 //! every join is a cross-thread wake-up).
+
+mod net;
 
 use std::hint::black_box;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -538,10 +544,22 @@ fn main() {
         "chan_buffered" => chan_buffered(n.unwrap_or(1_000_000)),
         "mutex" => mutex(n.unwrap_or(1_000_000)),
         "sleep" => sleep(n.unwrap_or(1_000_000)),
+        "http_hello" | "echo" => {
+            let Some(addr) = args.iter().position(|a| a == "--addr").and_then(|i| args.get(i + 1))
+            else {
+                eprintln!("may-peer: {workload} needs --addr IP:PORT");
+                std::process::exit(2);
+            };
+            if workload == "echo" {
+                net::echo(addr)
+            } else {
+                net::http_hello(addr)
+            }
+        }
         w => {
             eprintln!(
                 "may-peer: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow, \
-                 pingpong, ring, fanout, chan_buffered, mutex, sleep)"
+                 pingpong, ring, fanout, chan_buffered, mutex, sleep, http_hello, echo)"
             );
             std::process::exit(2);
         }

@@ -5,6 +5,11 @@
 //! [--n N]`, rows
 //! `workload tokio metric value unit`.
 //!
+//! `tokio-peer <http_hello|http_raw|echo> --addr IP:PORT`: the servers of benches/compare's
+//! `http` (hyper: impl `tokio`; hand-rolled on httparse: impl `tokio_raw`) and `idle_conns`
+//! workloads (`net.rs`); they print `listening on <addr>` and serve until killed, the script
+//! does the measuring.
+//!
 //! - `spawn_idle` (N = 1,000,000): spawn N tasks that each bump a counter and await their own
 //!   `oneshot` receiver; time until the counter reaches N (`spawn_all_parked`), RSS added per
 //!   task (`rss_per_goroutine`, task + its oneshot), then send on every oneshot and await all
@@ -51,6 +56,8 @@
 //!   woken. `rss_per_goroutine` = current RSS read right after the spawn loop minus RSS before
 //!   it, over N; how many tasks had already finished then goes to stderr
 //!   (`tokio-peer: sleep n=N spawn_ms S finished_at_sample F`).
+
+mod net;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -357,6 +364,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|v| v.replace('_', "").parse::<usize>().expect("--n takes a number"))
         .filter(|&n| n > 0);
+    let addr = args.iter().position(|a| a == "--addr").and_then(|i| args.get(i + 1)).cloned();
     if workload == "fanout" {
         // Builds its own runtimes (1 worker, then 2).
         return fanout(n.unwrap_or(1_000_000));
@@ -381,10 +389,22 @@ fn main() {
                 "chan_buffered" => chan_buffered(n.unwrap_or(1_000_000)).await,
                 "mutex" => mutex(n.unwrap_or(1_000_000)).await,
                 "sleep" => sleep(n.unwrap_or(1_000_000)).await,
+                "http_hello" | "http_raw" | "echo" => {
+                    let Some(addr) = addr else {
+                        eprintln!("tokio-peer: {workload} needs --addr IP:PORT");
+                        std::process::exit(2);
+                    };
+                    match workload.as_str() {
+                        "http_hello" => net::http_hello(&addr).await,
+                        "http_raw" => net::http_raw(&addr).await,
+                        _ => net::echo(&addr).await,
+                    }
+                }
                 w => {
                     eprintln!(
                         "tokio-peer: unknown workload {w:?} (spawn_idle, spawn_join, \
-                         stack_grow, pingpong, ring, fanout, chan_buffered, mutex, sleep)"
+                         stack_grow, pingpong, ring, fanout, chan_buffered, mutex, sleep, \
+                         http_hello, http_raw, echo)"
                     );
                     std::process::exit(2);
                 }
