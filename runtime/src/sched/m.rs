@@ -606,7 +606,12 @@ pub(crate) fn netpoll_started(rt: &Runtime) {
     let mut s = rt.lock();
     match s.timer_waiter.clone() {
         Some(w) => w.recheck_timers(),
-        None => pass_timer_wait_locked(rt, &mut s),
+        None => {
+            if let Some(next) = s.idle_ms.last().cloned() {
+                update_timer_wait(rt, &mut s, &next);
+                next.recheck_timers();
+            }
+        }
     }
 }
 
@@ -649,9 +654,15 @@ fn pass_timer_wait(rt: &Runtime, m: &Arc<M>) {
 }
 
 /// Under the scheduler lock, with no timer waiter: the next idle M becomes it, so the timers
-/// of the Ps that stay idle keep being watched while the old waiter runs goroutines.
+/// of the Ps that stay idle keep being watched while the old waiter runs goroutines. Only for
+/// timers: waking an M just to wait in the netpoller would cost a thread wake-up per batch of
+/// events; the next M to go idle takes that wait up (and until then Ps that run dry and
+/// sysmon poll), as in Go, where whichever M sleeps next blocks in `netpoll`.
 fn pass_timer_wait_locked(rt: &Runtime, s: &mut Sched) {
     debug_assert!(s.timer_waiter.is_none());
+    if rt.earliest_timer() == super::timers::NONE {
+        return;
+    }
     if let Some(next) = s.idle_ms.last().cloned() {
         update_timer_wait(rt, s, &next);
         next.recheck_timers();
