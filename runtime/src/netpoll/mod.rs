@@ -5,7 +5,9 @@
 //! and it retries the call. Who polls, in the scheduler (`sched/m.rs`, `sched/sysmon.rs`):
 //! 1. An M whose P has nothing to run polls without blocking before it tries to steal, when
 //!    some goroutine waits for I/O (`Poller::waiters`). The goroutines it wakes go to its own
-//!    run queue (the first runs at once), and an idle P is woken for the rest.
+//!    run queue (the first runs at once), and an idle P is woken for the rest. A busy P also
+//!    polls every 61 goroutines (tokio's `event_interval`; Go does not, and its tail latency
+//!    under load shows it), queueing what it wakes behind its own run queue.
 //! 2. The idle M that waits for the next timer (the *timer waiter*, `sched/timers.rs`) waits
 //!    in `epoll_wait` instead of on its condition variable once the poller exists, with the
 //!    timeout of the earliest timer. Handing it a P, an earlier timer or a stop interrupts the
