@@ -12,6 +12,9 @@
 //! 2. **Scrub** (`Job::Scrub`): freed slots arrive on the `dirty` list; the worker releases the
 //!    pages below their top page with batched `MADV_DONTNEED` and moves them to the warm list
 //!    (`pool::settle_warm`), so finishing a goroutine costs no system call.
+//! 3. **Unstock**: when no prepare request has come for `UNSTOCK_AFTER` (1 s, the burst is
+//!    over), the prepared slots still on a class's `ready` list release their top pages and go
+//!    back to its `cold` list (Go's background scavenger returns idle memory the same way).
 //!
 //! Protocol: a slot is on at most one list at a time, and the worker takes the slots it works
 //! on *off* the lists (under the class lock) before touching their pages, then publishes them
@@ -29,11 +32,15 @@ use super::pool::{self, class_size, NUM_CLASSES, SLOTS_CARVED};
 use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex, OnceLock};
 
-/// Prepared stock per class: refill below `READY_LOW`, up to `READY_HIGH` slots. 4,096 top
-/// pages is 16 MiB at 256 KiB slots: enough to keep a spawn burst supplied while the worker
-/// works one batch ahead, small enough to leave lying around after a burst.
-pub(super) const READY_LOW: usize = 2048;
-const READY_HIGH: usize = 4096;
+/// Prepared stock per class: refill below `READY_LOW`, up to `READY_HIGH` slots. 1,024 top
+/// pages is 4 MiB at 256 KiB slots: enough to keep a spawn burst supplied while the worker
+/// works one batch ahead (a million-goroutine burst spawned no slower than with 4,096), and
+/// what is left lying around after a burst is counted in every connection of a server that
+/// accepted them in one (it was 0.8 KB per connection of 10,000 with 4,096).
+pub(super) const READY_LOW: usize = 512;
+const READY_HIGH: usize = 1024;
+/// A class's prepared stock is released when no spawn asked for more for this long.
+const UNSTOCK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Slots per preparation batch: one `process_madvise` for their guards.
 const PREPARE_BATCH: usize = 256;
 /// Dirty slots that make a scrub worth waking the worker for, and the most it takes at once.
@@ -102,13 +109,31 @@ fn run() {
             None => std::thread::yield_now(),
         }
     };
+    // Classes with prepared stock that no spawn has asked for since (job 3).
+    let mut stocked = 0u32;
     loop {
         let mut p = w.pending.lock().unwrap_or_else(|e| e.into_inner());
         while p.prepare == 0 && p.scrub == 0 {
-            p = w.cv.wait(p).unwrap_or_else(|e| e.into_inner());
+            if stocked == 0 {
+                p = w.cv.wait(p).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            let (q, timeout) =
+                w.cv.wait_timeout(p, UNSTOCK_AFTER)
+                    .unwrap_or_else(|e| e.into_inner());
+            p = q;
+            if timeout.timed_out() && p.prepare == 0 && p.scrub == 0 {
+                drop(p);
+                for class in (0..NUM_CLASSES as u8).filter(|c| stocked & (1 << c) != 0) {
+                    unstock(class);
+                }
+                stocked = 0;
+                p = w.pending.lock().unwrap_or_else(|e| e.into_inner());
+            }
         }
         let Pending { prepare, scrub } = std::mem::take(&mut *p);
         drop(p);
+        stocked |= prepare;
         // Preparing first: a spawner waiting on fresh slots is on the critical path.
         for class in (0..NUM_CLASSES as u8).filter(|c| prepare & (1 << c) != 0) {
             refill(class);
@@ -145,6 +170,33 @@ fn refill(class: u8) {
         SLOTS_CARVED.fetch_add(slots.len(), Ordering::Relaxed);
         pool::lock(class).ready.extend(slots.into_iter().rev());
     }
+}
+
+/// Job 3: the burst is over (no request for `UNSTOCK_AFTER`): the class's prepared slots give
+/// their top pages back and become cold again (guards kept), so a server that accepted
+/// thousands of connections in one burst does not keep megabytes of stacks no one uses.
+fn unstock(class: u8) {
+    let size = class_size(class);
+    let slots: Vec<usize> = std::mem::take(&mut pool::lock(class).ready);
+    if slots.is_empty() {
+        return;
+    }
+    let tops: Vec<libc::iovec> = slots
+        .iter()
+        .map(|&lo| libc::iovec {
+            iov_base: (lo + size - PAGE) as *mut libc::c_void,
+            iov_len: PAGE,
+        })
+        .collect();
+    // SAFETY: prepared slots have never been handed out (nothing runs on them or points into
+    // them) and were taken off the ready list above, so no one can be handed them until they
+    // are published on the cold list below. Only their top pages, inside the slots, go.
+    unsafe { madvise::release(&tops) };
+    // Popped from the back: keep handing out the lowest addresses first.
+    let mut st = pool::lock(class);
+    let mut slots = slots;
+    slots.sort_unstable_by(|a, b| b.cmp(a));
+    st.cold.extend(slots);
 }
 
 /// Releases the deep pages of the class's dirty slots and moves them to the warm list.
