@@ -317,3 +317,32 @@ fn plain_thread_client() {
         assert_eq!(t.join().unwrap(), ErrorKind::WouldBlock);
     });
 }
+
+/// Several goroutines blocked reading one socket: each byte wakes a reader, none is lost.
+#[test]
+fn several_readers_share_a_socket() {
+    goro::Builder::new().max_procs(2).run(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = TcpStream::connect(addr).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let c = c.clone();
+                goro::spawn(move || {
+                    let mut b = [0u8; 1];
+                    (&c).read_exact(&mut b).unwrap();
+                    b[0]
+                })
+            })
+            .collect();
+        goro::time::sleep(Duration::from_millis(20)); // let all four block
+        for i in 1..=4u8 {
+            s.write_all(&[i]).unwrap();
+            goro::time::sleep(Duration::from_millis(5));
+        }
+        let mut got: Vec<u8> = readers.into_iter().map(|h| h.join().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, [1, 2, 3, 4]);
+    });
+}

@@ -39,7 +39,7 @@ use crate::g::{self, GRef};
 use crate::sched::timers::{nanos_at, now_nanos, NONE};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -56,8 +56,8 @@ const ADDR_MASK: usize = (1 << ADDR_BITS) - 1;
 const THREAD_SLICE: Duration = Duration::from_millis(50);
 
 pub(crate) struct PollDesc {
-    /// Bumped on every release; the token's tag.
-    gen: AtomicU64,
+    /// Bumped on every release; the token's tag (its low 16 bits).
+    gen: AtomicU32,
     fd: AtomicI32,
     closed: AtomicBool,
     read: Half,
@@ -77,7 +77,56 @@ struct HalfState {
     /// An edge arrived that no waiter has consumed.
     ready: bool,
     /// Goroutines parked on this half (more than one when several share the socket).
-    waiters: Vec<GRef>,
+    waiters: Waiters,
+}
+
+/// A half's waiters: almost always one, kept inline (no allocation per connection); more
+/// when goroutines share a socket.
+#[derive(Default)]
+struct Waiters {
+    one: Option<GRef>,
+    /// Boxed: one word per half instead of three, in a descriptor every connection has
+    /// (the extra allocation is paid only by sockets that several goroutines wait on).
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<GRef>>>,
+}
+
+impl Waiters {
+    fn is_empty(&self) -> bool {
+        self.one.is_none()
+    }
+
+    fn push(&mut self, g: GRef) {
+        match self.one {
+            None => self.one = Some(g),
+            Some(_) => self.more.get_or_insert_with(Default::default).push(g),
+        }
+    }
+
+    /// Removes the waiter whose G is `key`; whether it was there.
+    fn remove(&mut self, key: std::ptr::NonNull<crate::g::G>) -> bool {
+        let more = self.more.as_deref_mut();
+        if self.one.as_ref().is_some_and(|g| g.as_ptr() == key) {
+            self.one = more.and_then(|m| m.pop());
+            return true;
+        }
+        let Some(more) = more else {
+            return false;
+        };
+        match more.iter().position(|g| g.as_ptr() == key) {
+            Some(i) => {
+                more.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes every waiter.
+    fn take(&mut self) -> impl Iterator<Item = GRef> {
+        let more = self.more.take().map(|b| *b).unwrap_or_default();
+        self.one.take().into_iter().chain(more)
+    }
 }
 
 impl Half {
@@ -96,9 +145,10 @@ impl Half {
     /// Unparks every waiter (they look at the state again); returns how many.
     fn wake_all(&self, queue: &mut impl FnMut(GRef)) -> usize {
         let mut st = self.lock();
-        let n = st.waiters.len();
-        for w in st.waiters.drain(..) {
+        let mut n = 0;
+        for w in st.waiters.take() {
             g::unpark_with(&w, queue);
+            n += 1;
         }
         drop(st);
         if n > 0 {
@@ -118,7 +168,7 @@ impl PollDesc {
         let free = FREE.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let d = free.unwrap_or_else(|| {
             Box::leak(Box::new(PollDesc {
-                gen: AtomicU64::new(0),
+                gen: AtomicU32::new(0),
                 fd: AtomicI32::new(-1),
                 closed: AtomicBool::new(false),
                 read: Half::new(),
@@ -212,11 +262,11 @@ impl Registration {
             // their frame ends (`Unlist`).
             let mut st = half.lock();
             st.ready = false;
-            let stale = std::mem::take(&mut st.waiters);
+            let stale = st.waiters.take().count();
             drop(st);
-            if !stale.is_empty() {
+            if stale > 0 {
                 if let Some(p) = super::active() {
-                    p.sub_waiters(stale.len());
+                    p.sub_waiters(stale);
                 }
             }
         }
@@ -390,8 +440,7 @@ struct Unlist<'a> {
 impl Drop for Unlist<'_> {
     fn drop(&mut self) {
         let mut st = self.half.lock();
-        if let Some(i) = st.waiters.iter().position(|w| w.as_ptr() == self.key) {
-            st.waiters.swap_remove(i);
+        if st.waiters.remove(self.key) {
             drop(st);
             if let Some(p) = super::active() {
                 p.sub_waiters(1);
