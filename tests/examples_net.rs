@@ -99,7 +99,7 @@ fn echo_many_connections_checksummed() {
     let conns = 1500.min((raise_fd_limit().saturating_sub(300) / 2) as usize);
     assert!(conns >= 100, "descriptor limit too low for this test");
     rt(move || {
-        let server = Server::start(echo::serve);
+        let server = Server::start(|l| echo::serve(l, 1024)); // a stack buffer
         let addr = server.addr;
         let clients: Vec<_> = (0..conns)
             .map(|i| {
@@ -747,7 +747,7 @@ fn emfile_child() {
         let mut out = io::stdout();
         writeln!(out, "\nlistening on {}", l.local_addr().unwrap()).unwrap();
         out.flush().unwrap();
-        echo::serve(l).unwrap();
+        echo::serve(l, echo::DEFAULT_BUF).unwrap(); // a heap buffer
     });
 }
 

@@ -370,14 +370,23 @@ func sleepMany(n int) {
 func main() {
 	args := os.Args[1:]
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep> [--n N]\n       goropeer <http_hello|echo> --addr IP:PORT")
+		fmt.Fprintln(os.Stderr, "usage: goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep> [--n N]\n       goropeer <http_hello|echo> --addr IP:PORT [--buf BYTES]")
 		os.Exit(2)
 	}
 	n := -1
 	addr := ""
+	bufSize := 4096
 	for i := 1; i < len(args); i++ {
 		if args[i] == "--addr" && i+1 < len(args) {
 			addr = args[i+1]
+		}
+		if args[i] == "--buf" && i+1 < len(args) {
+			v, err := strconv.Atoi(args[i+1])
+			if err != nil || v <= 0 {
+				fmt.Fprintln(os.Stderr, "--buf takes a positive number of bytes")
+				os.Exit(2)
+			}
+			bufSize = v
 		}
 		if args[i] == "--n" && i+1 < len(args) {
 			v, err := strconv.Atoi(strings.ReplaceAll(args[i+1], "_", ""))
@@ -419,7 +428,7 @@ func main() {
 			os.Exit(2)
 		}
 		if args[0] == "echo" {
-			echo(addr)
+			echo(addr, bufSize)
 		} else {
 			httpHello(addr)
 		}

@@ -41,10 +41,10 @@ func httpHello(addr string) {
 	os.Exit(1)
 }
 
-// echo: one goroutine per connection, reading into its own 4 KiB buffer and writing back what
-// it read, until EOF or an error. (io.Copy would splice(2) socket to socket through a pipe
+// echo: one goroutine per connection, reading into its own buffer of bufSize bytes (--buf,
+// default 4096; it escapes to the heap) and writing back what it read, until EOF or an error. (io.Copy would splice(2) socket to socket through a pipe
 // pair per connection on Linux: two more fds and kernel buffers per connection.)
-func echo(addr string) {
+func echo(addr string, bufSize int) {
 	ln := listen(addr)
 	for {
 		c, err := ln.Accept()
@@ -55,7 +55,7 @@ func echo(addr string) {
 		}
 		go func(c net.Conn) {
 			defer c.Close()
-			buf := make([]byte, 4096)
+			buf := make([]byte, bufSize)
 			for {
 				n, err := c.Read(buf)
 				if n > 0 {

@@ -551,7 +551,7 @@ fn main() {
                 std::process::exit(2);
             };
             if workload == "echo" {
-                net::echo(addr)
+                net::echo(addr, buf_arg(&args))
             } else {
                 net::http_hello(addr)
             }
@@ -563,5 +563,19 @@ fn main() {
             );
             std::process::exit(2);
         }
+    }
+}
+
+/// `--buf BYTES` (echo's read buffer), default 4096.
+fn buf_arg(args: &[String]) -> usize {
+    match args.iter().position(|a| a == "--buf").and_then(|i| args.get(i + 1)) {
+        None => 4096,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                eprintln!("may-peer: --buf takes a positive number of bytes");
+                std::process::exit(2);
+            }
+        },
     }
 }

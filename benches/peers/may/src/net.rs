@@ -29,9 +29,10 @@ pub fn http_hello(addr: &str) {
     server.join().ok();
 }
 
-/// `echo`: one coroutine per connection, reading into its own 4 KiB buffer (on the coroutine's
-/// stack) and writing back what it read, until EOF or an error.
-pub fn echo(addr: &str) {
+/// `echo`: one coroutine per connection, reading into its own buffer of `buf` bytes (`--buf`,
+/// default 4096; on the coroutine's stack up to 4 KiB, like goro's up to 2 KiB, else on the
+/// heap) and writing back what it read, until EOF or an error.
+pub fn echo(addr: &str, buf: usize) {
     let listener = TcpListener::bind(addr).unwrap_or_else(|e| {
         eprintln!("may-peer: listen {addr}: {e}");
         std::process::exit(1);
@@ -48,9 +49,16 @@ pub fn echo(addr: &str) {
                 }
             };
             go!(move || {
-                let mut buf = [0u8; 4096];
+                let mut stack = [0u8; 4096];
+                let mut heap = Vec::new();
+                let buf: &mut [u8] = if buf <= stack.len() {
+                    &mut stack[..buf]
+                } else {
+                    heap.resize(buf, 0);
+                    &mut heap
+                };
                 loop {
-                    match conn.read(&mut buf) {
+                    match conn.read(buf) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
                             if conn.write_all(&buf[..n]).is_err() {

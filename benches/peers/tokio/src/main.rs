@@ -397,7 +397,7 @@ fn main() {
                     match workload.as_str() {
                         "http_hello" => net::http_hello(&addr).await,
                         "http_raw" => net::http_raw(&addr).await,
-                        _ => net::echo(&addr).await,
+                        _ => net::echo(&addr, buf_arg(&args)).await,
                     }
                 }
                 w => {
@@ -412,4 +412,18 @@ fn main() {
         });
         main_task.await.unwrap();
     });
+}
+
+/// `--buf BYTES` (echo's read buffer), default 4096.
+fn buf_arg(args: &[String]) -> usize {
+    match args.iter().position(|a| a == "--buf").and_then(|i| args.get(i + 1)) {
+        None => 4096,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                eprintln!("tokio-peer: --buf takes a positive number of bytes");
+                std::process::exit(2);
+            }
+        },
+    }
 }

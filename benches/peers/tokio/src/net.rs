@@ -11,7 +11,7 @@
 //!   read (pipelining-aware). Request bodies (Content-Length) are skipped; chunked request
 //!   bodies are refused (400, close). `Connection: close` and HTTP/1.0 without keep-alive close
 //!   after the response.
-//! - `echo`: read into a 4 KiB heap buffer, write back what was read, until EOF or an error.
+//! - `echo`: read into a heap buffer of `--buf` bytes (default 4096), write back what was read, until EOF or an error.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -204,8 +204,8 @@ pub async fn http_raw(addr: &str) {
     accept_loop(listen(addr).await, serve_raw).await
 }
 
-async fn serve_echo(mut conn: TcpStream) {
-    let mut buf = vec![0u8; 4096];
+async fn serve_echo(mut conn: TcpStream, buf: usize) {
+    let mut buf = vec![0u8; buf];
     loop {
         match conn.read(&mut buf).await {
             Ok(0) | Err(_) => return,
@@ -218,6 +218,6 @@ async fn serve_echo(mut conn: TcpStream) {
     }
 }
 
-pub async fn echo(addr: &str) {
-    accept_loop(listen(addr).await, serve_echo).await
+pub async fn echo(addr: &str, buf: usize) {
+    accept_loop(listen(addr).await, move |c| serve_echo(c, buf)).await
 }
