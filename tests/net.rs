@@ -346,3 +346,31 @@ fn several_readers_share_a_socket() {
         assert_eq!(got, [1, 2, 3, 4]);
     });
 }
+
+/// A short read followed by end of file: the read after it returns 0 at once (the kernel
+/// reported the close before, so no new readiness edge will come for it).
+#[test]
+fn end_of_file_after_short_reads() {
+    goro::Builder::new().max_procs(2).run(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        for round in 0..50 {
+            let mut c = TcpStream::connect(addr).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            c.write_all(&[7u8; 10]).unwrap();
+            if round % 2 == 0 {
+                goro::time::sleep(Duration::from_millis(1));
+            }
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut buf = [0u8; 4096];
+            let mut got = 0;
+            loop {
+                match s.read(&mut buf).unwrap() {
+                    0 => break,
+                    n => got += n,
+                }
+            }
+            assert_eq!(got, 10);
+        }
+    });
+}

@@ -39,6 +39,20 @@ impl<S: mio::event::Source + AsRawFd> Socket<S> {
         self.reg.io(dir, || f(&self.io))
     }
 
+    /// `io` for a read or write of `len` bytes (see `Registration::io_bytes`).
+    pub(crate) fn io_bytes(
+        &self,
+        dir: Dir,
+        len: usize,
+        mut f: impl FnMut(&S) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        if self.nonblocking.load(Ordering::Relaxed) {
+            self.reg.check_open()?;
+            return f(&self.io);
+        }
+        self.reg.io_bytes(dir, len, || f(&self.io))
+    }
+
     /// Waits until `dir` may be ready, for at most `timeout` (`connect`).
     pub(crate) fn wait(&self, dir: Dir, deadline: Option<Instant>) -> io::Result<()> {
         let d = deadline.map_or(crate::sched::timers::NONE, crate::sched::timers::nanos_at);

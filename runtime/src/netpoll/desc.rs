@@ -15,6 +15,17 @@
 //! readiness is retried, never trusted). A goroutine's park can also return spuriously (a late
 //! unpark meant for an earlier wait): it retries the call too.
 //!
+//! # Short transfers
+//! A read that returns fewer bytes than asked emptied the socket's receive buffer (a write
+//! that moved fewer filled the send buffer), so the next call would fail with `WouldBlock`.
+//! If no edge was dispatched to the half since just before the call (`Half::edges`), `ready`
+//! is cleared and the next call waits first (`Registration::io_bytes`). Safe: data that
+//! arrives after the call makes a new edge, which is either dispatched later (and wakes the
+//! waiter) or was dispatched already (and the counter moved, so nothing was cleared). An end
+//! of file or error the kernel reported (`Half::hup`, sticky) turns this off: the call after a
+//! short read then returns 0 or the error at once, and no edge would ever come for it. It saves
+//! one failing system call per request-response exchange, as tokio's readiness clearing does.
+//!
 //! # Deadlines, timeouts, close
 //! Each half has a Go-style absolute deadline (`set_deadline`, an error of kind `TimedOut`
 //! once passed) and a std-style per-call timeout (`set_timeout`, measured from the start of
@@ -66,6 +77,15 @@ pub(crate) struct PollDesc {
 
 struct Half {
     state: Mutex<HalfState>,
+    /// Readiness edges dispatched to this half so far (bumped before `state` is taken).
+    edges: AtomicU32,
+    /// A hint: the last call moved fewer bytes than asked and no edge came since, so the next
+    /// call waits before it tries (see "Short transfers" in the module comment).
+    drained: AtomicBool,
+    /// The kernel reported this direction closed or in error (end of file, reset): the next
+    /// call returns at once whatever came before, so it must never wait first. Sticky until
+    /// the descriptor is recycled.
+    hup: AtomicBool,
     /// Go-style deadline, `now_nanos` scale; `NONE` when unset.
     deadline: AtomicU64,
     /// std-style per-call timeout in nanoseconds; 0 when unset.
@@ -133,6 +153,9 @@ impl Half {
     fn new() -> Half {
         Half {
             state: Mutex::new(HalfState::default()),
+            edges: AtomicU32::new(0),
+            drained: AtomicBool::new(false),
+            hup: AtomicBool::new(false),
             deadline: AtomicU64::new(NONE),
             timeout: AtomicU64::new(0),
         }
@@ -208,10 +231,15 @@ impl PollDesc {
         }
     }
 
-    /// A readiness edge for `dir` (called by the poller): wakes the half's waiters, or
-    /// remembers it for the next one. Returns how many goroutines it woke.
-    pub(crate) fn ready(&self, dir: Dir, queue: &mut impl FnMut(GRef)) -> usize {
+    /// A readiness edge for `dir` (called by the poller; `hup`: the direction is closed or in
+    /// error): wakes the half's waiters, or remembers it for the next one. Returns how many
+    /// goroutines it woke.
+    pub(crate) fn ready(&self, dir: Dir, hup: bool, queue: &mut impl FnMut(GRef)) -> usize {
         let half = self.half(dir);
+        if hup {
+            half.hup.store(true, Ordering::Release);
+        }
+        half.edges.fetch_add(1, Ordering::AcqRel);
         let mut st = half.lock();
         if st.waiters.is_empty() {
             st.ready = true;
@@ -239,6 +267,8 @@ impl Registration {
             half.lock().ready = false;
             half.deadline.store(NONE, Ordering::Relaxed);
             half.timeout.store(0, Ordering::Relaxed);
+            half.drained.store(false, Ordering::Relaxed);
+            half.hup.store(false, Ordering::Relaxed);
         }
         let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
         if let Err(e) = poller.registry().register(source, desc.token(), interest) {
@@ -291,6 +321,45 @@ impl Registration {
             }
             self.wait(dir, call_deadline)?;
         }
+    }
+
+    /// `io` for a read or write of `len` bytes that returns how many it moved. A transfer
+    /// shorter than asked emptied the receive buffer (or filled the send buffer): if no edge
+    /// came during it, the half's `ready` is stale and the next call waits before it tries,
+    /// saving the system call that would fail with `WouldBlock` (tokio does the same).
+    pub(crate) fn io_bytes(
+        &self,
+        dir: Dir,
+        len: usize,
+        mut f: impl FnMut() -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let half = self.desc.half(dir);
+        if len == 0 {
+            return self.io(dir, f);
+        }
+        if half.drained.swap(false, Ordering::Relaxed) && !half.hup.load(Ordering::Acquire) {
+            let timeout = half.timeout.load(Ordering::Relaxed);
+            let call_deadline = if timeout == 0 {
+                NONE
+            } else {
+                now_nanos().saturating_add(timeout)
+            };
+            self.check_open()?;
+            self.wait(dir, call_deadline)?;
+        }
+        let mut seen = 0;
+        let n = self.io(dir, || {
+            seen = half.edges.load(Ordering::Acquire);
+            f()
+        })?;
+        if n > 0 && n < len && !half.hup.load(Ordering::Acquire) {
+            let mut st = half.lock();
+            if half.edges.load(Ordering::Acquire) == seen {
+                st.ready = false;
+                half.drained.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(n)
     }
 
     /// Fails once `close` was called.

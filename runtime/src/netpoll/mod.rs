@@ -196,13 +196,13 @@ impl Poller {
             let Some(desc) = PollDesc::from_token(ev.token()) else {
                 continue;
             };
-            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-            let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-            if readable {
-                woken += desc.ready(Dir::Read, &mut *queue);
+            let read_hup = ev.is_read_closed() || ev.is_error();
+            let write_hup = ev.is_write_closed() || ev.is_error();
+            if ev.is_readable() || read_hup {
+                woken += desc.ready(Dir::Read, read_hup, &mut *queue);
             }
-            if writable {
-                woken += desc.ready(Dir::Write, &mut *queue);
+            if ev.is_writable() || write_hup {
+                woken += desc.ready(Dir::Write, write_hup, &mut *queue);
             }
         }
         woken

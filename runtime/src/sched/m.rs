@@ -606,19 +606,29 @@ fn stopm(rt: &Runtime, m: &Arc<M>) -> Option<(usize, bool)> {
     }
 }
 
-/// The timer waiter `m` got goroutines from the netpoller (`netpoll`, rule 2): they go to
-/// the global queue, and `m` takes an idle P to run them, as a spinner (so it wakes another
-/// M if there is more than it can run). With no idle P the busy Ms take them from the global
-/// queue. Returns the P, or `None` to keep waiting (or to take a P handed over meanwhile).
+/// The timer waiter `m` got goroutines from the netpoller (`netpoll`, rule 2): it takes an
+/// idle P and puts them on its ring (no round trip through the global queue and its lock), and
+/// runs them as a spinner (so it wakes another M if there is more than it can run). With no
+/// idle P (or if `m` was handed one meanwhile) they go to the global queue for the Ms that
+/// have Ps. Returns the P, or `None` to keep waiting (or to take a P handed over meanwhile).
 fn run_polled(rt: &Runtime, m: &Arc<M>, woken: Vec<GRef>) -> Option<(usize, bool)> {
     let mut s = rt.lock();
-    s.global.extend(woken);
-    rt.global_len.store(s.global.len(), Ordering::Relaxed);
-    let i = s.idle_ms.iter().position(|x| Arc::ptr_eq(x, m))?;
-    let pid = pidleget(rt, &mut s)?;
+    let listed = s.idle_ms.iter().position(|x| Arc::ptr_eq(x, m));
+    let Some((i, pid)) = listed.and_then(|i| Some((i, pidleget(rt, &mut s)?))) else {
+        s.global.extend(woken);
+        rt.global_len.store(s.global.len(), Ordering::Relaxed);
+        return None;
+    };
     s.idle_ms.swap_remove(i);
     resign_timer_wait(rt, &mut s, m);
     pass_timer_wait_locked(rt, &mut s);
+    drop(s);
+    // `pidleget` made the P ours (RUNNING, and no other M runs it), so we may fill its ring
+    // before `acquire` records it as this thread's.
+    let p = rt.p(pid);
+    for g in woken {
+        p.push_tail(rt, g);
+    }
     rt.nmspinning.fetch_add(1, Ordering::SeqCst);
     Some((pid, true))
 }
