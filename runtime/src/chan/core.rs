@@ -133,12 +133,14 @@ impl<T> Chan<T> {
         return self as *const Chan<T> as usize;
     }
 
+    #[inline]
     pub(crate) fn lock(&self) {
         self.lock.lock();
     }
 
     /// # Safety
     /// The caller holds the lock.
+    #[inline]
     pub(crate) unsafe fn unlock(&self) {
         // SAFETY: forwarded.
         unsafe { self.lock.unlock() }
@@ -166,6 +168,7 @@ impl<T> Chan<T> {
     ///
     /// # Safety
     /// The caller holds the lock; it wakes the returned selector after unlocking.
+    #[inline]
     pub(crate) unsafe fn send_now(&self, v: T) -> Result<Wake, NotNow<T>> {
         // SAFETY: the caller holds the lock.
         let inner = unsafe { self.inner() };
@@ -190,6 +193,7 @@ impl<T> Chan<T> {
     ///
     /// # Safety
     /// As for `send_now`.
+    #[inline]
     pub(crate) unsafe fn recv_now(&self) -> Result<(T, Wake), NotNow<()>> {
         // SAFETY: the caller holds the lock.
         let inner = unsafe { self.inner() };
@@ -269,6 +273,7 @@ impl<T> Chan<T> {
     ///
     /// # Safety
     /// Lock held; the waiter contract of `WaitQueue::push`.
+    #[inline]
     pub(crate) unsafe fn enqueue(&self, send: bool, w: &Waiter<T>, sel: &Selector, case: usize) {
         // SAFETY: forwarded.
         unsafe {
@@ -281,11 +286,11 @@ impl<T> Chan<T> {
         }
     }
 
-    /// Unlinks `w` if it is still linked.
+    /// Unlinks `w` if it is still linked; returns whether it was.
     ///
     /// # Safety
     /// Lock held; `w` was enqueued (if ever) on this channel's queue of that kind.
-    pub(crate) unsafe fn dequeue(&self, send: bool, w: &Waiter<T>) {
+    pub(crate) unsafe fn dequeue(&self, send: bool, w: &Waiter<T>) -> bool {
         // SAFETY: forwarded.
         unsafe {
             let inner = self.inner();
@@ -324,6 +329,7 @@ impl<T> Drop for Chan<T> {
 }
 
 /// Wakes `w` (after the unlock) if there is one.
+#[inline]
 pub(crate) fn wake(w: Wake) {
     if let Some(sel) = w {
         // SAFETY: `Wake`s come from a claim that nobody woke yet.

@@ -39,6 +39,7 @@ impl SpinLock {
         }
     }
 
+    #[inline]
     pub(crate) fn lock(&self) {
         if self
             .locked
@@ -80,6 +81,7 @@ impl SpinLock {
 
     /// # Safety
     /// The caller holds the lock.
+    #[inline]
     pub(crate) unsafe fn unlock(&self) {
         self.locked.store(0, Ordering::Release);
     }

@@ -85,12 +85,14 @@ enum Wait {
 }
 
 impl Wait {
+    #[inline]
     fn after(d: Duration) -> Wait {
         Instant::now()
             .checked_add(d)
             .map_or(Wait::Forever, Wait::Until)
     }
 
+    #[inline]
     fn deadline(self) -> Option<Instant> {
         match self {
             Wait::Until(d) => Some(d),
@@ -99,6 +101,7 @@ impl Wait {
     }
 
     /// Whether the operation must give up now instead of blocking.
+    #[inline]
     fn expired(self) -> bool {
         match self {
             Wait::No => true,
@@ -108,8 +111,23 @@ impl Wait {
     }
 }
 
-/// Cleans up a single blocked operation on every exit, unwinding included (`waiter.rs`,
-/// point 5): gives up if no one claimed it, unlinks its waiter, or waits for the claimer.
+/// A solo wait gives up (`waiter.rs`, "Solo waits"): under the lock, if `w` is still linked
+/// (no one claimed it), unlinks it and claims `ABORTED`. Returns whether it did.
+fn abort<T>(chan: &Chan<T>, send: bool, w: &Waiter<T>, sel: &Selector) -> bool {
+    chan.lock();
+    // SAFETY: lock held; `w` was enqueued (if ever) on this channel's queue of this kind.
+    let linked = unsafe { chan.dequeue(send, w) };
+    if linked {
+        sel.set_aborted();
+    }
+    // SAFETY: lock held.
+    unsafe { chan.unlock() };
+    linked
+}
+
+/// Cleans up a blocked operation left by unwinding (`waiter.rs`, point 5): gives up if no one
+/// claimed it (unlinking its waiter), or waits for the claimer. A wait that returns normally
+/// is settled already and forgets its guard.
 struct Waiting<'a, T> {
     chan: &'a Chan<T>,
     send: bool,
@@ -119,38 +137,38 @@ struct Waiting<'a, T> {
 
 impl<T> Drop for Waiting<'_, T> {
     fn drop(&mut self) {
-        let s = self.sel.give_up();
-        if s == ABORTED {
-            self.chan.lock();
-            // SAFETY: lock held; `w` was enqueued on this channel's queue of this kind.
-            unsafe {
-                self.chan.dequeue(self.send, self.w);
-                self.chan.unlock();
+        let mut s = self.sel.state();
+        if s == WAITING {
+            if abort(self.chan, self.send, self.w, self.sel) {
+                return;
             }
-        } else {
-            self.sel.wait_done(s);
+            s = self.sel.state(); // claimed meanwhile
         }
+        self.sel.wait_done(s);
     }
 }
 
 /// Blocks on `chan` (locked by the caller, the operation not possible now) with `w`;
 /// unlocks. Returns the selector's final state: `0` completed by another party, `ABORTED`
-/// gave up (deadline or shutdown).
+/// gave up (deadline or shutdown; `w` is unlinked then).
+#[inline]
 fn block<T>(chan: &Chan<T>, send: bool, w: &Waiter<T>, deadline: Option<Instant>) -> usize {
-    let sel = Selector::current();
+    let sel = Selector::current(true);
     // SAFETY: the lock is held; `w` and `sel` outlive the wait, and the `Waiting` guard
-    // unlinks `w` and settles `sel` before they go (`waiter.rs`).
+    // unlinks `w` and settles `sel` before they go if the wait is unwound (`waiter.rs`).
     unsafe {
         chan.enqueue(send, w, &sel, 0);
         chan.unlock();
     }
-    let _guard = Waiting {
+    let guard = Waiting {
         chan,
         send,
         w,
         sel: &sel,
     };
-    let s = sel.wait(deadline);
+    let s = sel.wait(deadline, || abort(chan, send, w, &sel));
+    // Settled: claimed and woken (`done` seen), or `ABORTED` with `w` unlinked.
+    std::mem::forget(guard);
     debug_assert_ne!(s, WAITING);
     s
 }
@@ -489,6 +507,41 @@ mod tests {
             let t = thread::spawn(move || tx.send(7));
             assert_eq!(rx.recv(), Ok(7));
             assert_eq!(t.join().unwrap(), Ok(()));
+        });
+    }
+
+    /// A solo receiver gives up (as at its deadline, or unwinding) while a sender tries to
+    /// hand it a value: the give-up under the lock and the completer's plain-store claim
+    /// (`waiter.rs`, "Solo waits") agree on one outcome, and the claimer's wake-up is done
+    /// before the waiting frame goes (the `Selector`'s loom drop check).
+    #[test]
+    fn loom_solo_give_up_races_with_send() {
+        loom::model(|| {
+            let (tx, rx) = bounded::<u32>(0);
+            // The sender is handed back, not dropped: its drop would close the channel.
+            let sender = thread::spawn(move || (tx.try_send(9), tx));
+            let chan = rx.chan();
+            let mut w = Waiter::new(None);
+            let s = {
+                let sel = Selector::current(true);
+                chan.lock();
+                // SAFETY: lock held; `w` and `sel` outlive the wait, which settles both below.
+                unsafe {
+                    chan.enqueue(false, &w, &sel, 0);
+                    chan.unlock();
+                }
+                if abort(chan, false, &w, &sel) {
+                    ABORTED
+                } else {
+                    sel.wait(None, || abort(chan, false, &w, &sel))
+                }
+            };
+            let got = w.take_slot();
+            match (s, got, sender.join().unwrap().0) {
+                (ABORTED, None, Err(TrySendError::Full(9))) => {}
+                (0, Some(9), Ok(())) => {}
+                other => panic!("inconsistent outcome {other:?}"),
+            }
         });
     }
 

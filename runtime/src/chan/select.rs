@@ -133,7 +133,7 @@ unsafe impl<T> Case for RecvCase<'_, T> {
     }
     unsafe fn dequeue(&mut self) {
         // SAFETY: forwarded from the caller.
-        unsafe { self.chan.dequeue(false, &self.w) }
+        unsafe { self.chan.dequeue(false, &self.w) };
     }
     fn settle(&mut self) {
         self.result = Some(self.w.take_slot().ok_or(RecvError::Closed));
@@ -205,7 +205,7 @@ unsafe impl<T> Case for SendCase<'_, T> {
     }
     unsafe fn dequeue(&mut self) {
         // SAFETY: forwarded from the caller.
-        unsafe { self.chan.dequeue(true, &self.w) }
+        unsafe { self.chan.dequeue(true, &self.w) };
     }
     fn settle(&mut self) {
         self.result = Some(match self.w.take_slot() {
@@ -355,7 +355,7 @@ pub fn select(cases: &mut [&mut dyn Case], mode: Mode) -> usize {
         crate::preempt_point();
         return n;
     };
-    let sel = Selector::current();
+    let sel = Selector::current(false);
     for (i, c) in cases.iter_mut().enumerate() {
         // SAFETY: every channel is locked; the `Waiting` guard below unlinks every waiter
         // and settles `sel` before this frame (or the caller's cases) can go.
@@ -368,7 +368,7 @@ pub fn select(cases: &mut [&mut dyn Case], mode: Mode) -> usize {
             orders: &orders,
             sel: &sel,
         };
-        let s = sel.wait(deadline);
+        let s = sel.wait(deadline, || sel.try_claim(ABORTED));
         drop(guard);
         s
     };

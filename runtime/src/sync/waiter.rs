@@ -167,12 +167,19 @@ pub(crate) mod rt {
         crate::preempt_point();
     }
 
-    /// A short busy wait before parking: `1 << n` pause instructions.
+    /// A short busy wait before parking: `1 << n` pause instructions, at most 64.
     #[cfg(not(loom))]
     pub(crate) fn spin(n: u32) {
-        for _ in 0..(1u32 << n) {
+        for _ in 0..(1u32 << n.min(6)) {
             std::hint::spin_loop();
         }
+    }
+
+    /// Whether busy-waiting for another party can pay: not in a goroutine of a runtime with
+    /// one processor, where that party cannot run until we switch out.
+    #[cfg(not(loom))]
+    pub(crate) fn may_spin() -> bool {
+        crate::tls::with_current_g(|g| g.is_none()) || crate::sched::max_procs() > 1
     }
 
     #[cfg(loom)]
@@ -197,6 +204,11 @@ pub(crate) mod rt {
     #[cfg(loom)]
     pub(crate) fn spin(_: u32) {
         loom::thread::yield_now();
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn may_spin() -> bool {
+        true
     }
 }
 
