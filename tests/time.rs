@@ -38,8 +38,15 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// wake, none early, and in deadline order up to `grain`: of two sleepers that went to sleep
 /// before their deadlines, the one due more than `grain` earlier woke first. (Sleepers that
 /// only started after their deadline, because spawning took longer than `lead`, return at
-/// once; most must not be such.)
-fn many_sleepers(n: usize, procs: usize, lead: Duration, grain: Option<Duration>) {
+/// once; most must not be such.) Waking all, and none early, are hard failures; the order
+/// and lateness checks are returned as an error (timing that the host's own scheduling can
+/// blur: see `sleepers_wake_in_deadline_order`).
+fn many_sleepers(
+    n: usize,
+    procs: usize,
+    lead: Duration,
+    grain: Option<Duration>,
+) -> Result<(), String> {
     let woke: Arc<Mutex<Vec<(Instant, usize)>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let seq = Arc::new(AtomicUsize::new(0));
     let late = Arc::new(AtomicUsize::new(0));
@@ -74,11 +81,12 @@ fn many_sleepers(n: usize, procs: usize, lead: Duration, grain: Option<Duration>
     let mut v = std::mem::take(&mut *woke.lock().unwrap());
     let late = late.load(Ordering::Relaxed);
     assert_eq!(v.len() + late, n, "not every sleeper woke");
-    let Some(grain) = grain else { return };
-    assert!(
-        late < n / 10,
-        "{late} of {n} sleepers started after their deadline"
-    );
+    let Some(grain) = grain else { return Ok(()) };
+    if late >= n / 10 {
+        return Err(format!(
+            "{late} of {n} sleepers started after their deadline"
+        ));
+    }
     v.sort();
     // Sweep in deadline order: everything due more than `grain` earlier woke earlier.
     let (mut lo, mut max_seq) = (0, None::<usize>);
@@ -88,29 +96,44 @@ fn many_sleepers(n: usize, procs: usize, lead: Duration, grain: Option<Duration>
             lo += 1;
         }
         if let Some(m) = max_seq {
-            assert!(
-                m < v[j].1,
-                "a sleeper due more than {grain:?} earlier woke after one due at +{:?}",
-                v[j].0 - v[0].0
-            );
+            if m >= v[j].1 {
+                return Err(format!(
+                    "a sleeper due more than {grain:?} earlier woke after one due at +{:?}",
+                    v[j].0 - v[0].0
+                ));
+            }
         }
     }
+    Ok(())
 }
 
 /// Deadline order holds while the scheduler keeps up with the wake-ups (20,000 spread over
 /// 100 ms is 5 µs each, enough for a debug build on two loaded cores). Past that, woken
 /// goroutines queue, and run queues are only roughly FIFO across Ps (a full ring sends its
 /// oldest half to the global queue, as in Go), so the order check is for this density.
+///
+/// The host can still blur it: an M the kernel deschedules for 30 ms holds its P's timers
+/// (and woken goroutines) back that long, on a shared 2-core VM under other load about one
+/// run in three. So each configuration gets three attempts; an ordering bug (a LIFO queue, a
+/// heap out of order, a timer left to sysmon) fails every one of them.
 #[test]
 fn sleepers_wake_in_deadline_order() {
     let _s = serial();
     with_timeout(
-        Duration::from_secs(120),
+        Duration::from_secs(240),
         "sleepers: a check failed or they did not all wake",
         || {
-            let (lead, grain) = (Duration::from_millis(300), Some(Duration::from_millis(20)));
-            many_sleepers(20_000, 1, lead, grain);
-            many_sleepers(20_000, 2, lead, grain);
+            let (lead, grain) = (Duration::from_millis(500), Some(Duration::from_millis(20)));
+            for procs in [1, 2] {
+                let mut errors = Vec::new();
+                while errors.len() < 3 {
+                    match many_sleepers(20_000, procs, lead, grain) {
+                        Ok(()) => break,
+                        Err(e) => errors.push(e),
+                    }
+                }
+                assert!(errors.len() < 3, "{procs} Ps, every attempt: {errors:?}");
+            }
         },
     );
 }
@@ -122,7 +145,7 @@ fn a_hundred_thousand_sleepers_all_wake() {
         Duration::from_secs(120),
         "sleepers: a check failed or they did not all wake",
         || {
-            many_sleepers(100_000, 2, Duration::from_millis(300), None);
+            many_sleepers(100_000, 2, Duration::from_millis(300), None).unwrap();
         },
     );
 }
@@ -133,7 +156,7 @@ fn a_hundred_thousand_sleepers_all_wake() {
 #[ignore]
 fn a_million_sleepers_all_wake() {
     let _s = serial();
-    many_sleepers(1_000_000, 2, Duration::from_secs(2), None);
+    many_sleepers(1_000_000, 2, Duration::from_secs(2), None).unwrap();
 }
 
 fn cpu_time() -> Duration {
