@@ -7,7 +7,8 @@
 //! 2. `madvise(MADV_GUARD_INSTALL)` one slot at a time (~1 µs), where `process_madvise` refuses
 //!    the advice (kernels before 6.13 allow only a few advice values remotely).
 //! 3. `mprotect(PROT_NONE)` on the guard page (kernels before 6.13). This splits the mapping in
-//!    three per slot, so `vm.max_map_count` (65,530 by default) caps the slot count near 21,000;
+//!    three per slot, so `vm.max_map_count` (65,530 by default) caps the slot count near 21,000
+//!    (guards stop 2,048 mappings short of it, so the rest of the process can still map memory);
 //!    when the kernel runs out of mappings, spawning fails with [`GuardError::OutOfMappings`],
 //!    whose message says what to do. Never a crash.
 //!
@@ -191,6 +192,16 @@ pub(crate) fn install_guards(slots: &[usize]) -> Result<(), GuardError> {
             }
             _ => {
                 for &lo in slots {
+                    // Leave the rest of the process room to map memory: taking the last
+                    // mappings would make the next `malloc` that needs one (a new thread's
+                    // arena, a thread stack) abort the process instead of failing a spawn.
+                    if MPROTECT_GUARDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 2
+                        + MAPPING_HEADROOM
+                        >= max_map_count()
+                    {
+                        MPROTECT_GUARDS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        return Err(GuardError::OutOfMappings);
+                    }
                     // SAFETY: the guard page of a fresh slot; nothing lives there, and making
                     // it inaccessible is the point.
                     if unsafe { libc::mprotect(lo as *mut libc::c_void, PAGE, libc::PROT_NONE) }
@@ -208,6 +219,24 @@ pub(crate) fn install_guards(slots: &[usize]) -> Result<(), GuardError> {
             }
         }
     }
+}
+
+/// Guards installed with `mprotect` (each splits a mapping in three: two more mappings).
+/// Slots are never unmapped, so this only grows.
+static MPROTECT_GUARDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Mappings `mprotect` guards leave to the rest of the process.
+const MAPPING_HEADROOM: usize = 2048;
+
+/// `vm.max_map_count`, read once (65,530, the kernel's default, if it cannot be read).
+fn max_map_count() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(65_530)
+    })
 }
 
 /// Gives the pages of each `(addr, len)` range back to the kernel; they read as zero next time.
