@@ -256,7 +256,7 @@ fn measure_switch_depth() -> Option<usize> {
     // The stack part of the slot: above the guard, below the header.
     let (lo, hi) = (
         slot.lo() + crate::stack::madvise::PAGE,
-        slot.hi() - crate::stack::SLOT_HEADER,
+        crate::stack::stack_top(slot.hi()),
     );
     // SAFETY: the slot's stack range is ours (nothing runs on it yet) and writable.
     unsafe { std::ptr::write_bytes(lo as *mut u8, 0x5A, hi - lo) };
@@ -311,7 +311,10 @@ fn scan_ok(g: &G, lo: usize, hi: usize) -> bool {
     if lo == hi {
         return false;
     }
-    let (sp, top) = g.parked_stack();
+    let (sp, slot_hi) = g.parked_stack();
+    // Up to where the stack starts: the colour gap above it holds no frame, only words a
+    // previous owner of the slot may have left (which would pin for nothing).
+    let top = crate::stack::stack_top(slot_hi);
     let floor = g.stack_lo + crate::stack::madvise::PAGE; // above the guard page
     let from = (sp.saturating_sub(switch_depth()) & !7).max(floor);
     if from >= top {
