@@ -218,6 +218,7 @@ pub(crate) fn spawn_m(rt: &Runtime, pid: Option<usize>, spinning: bool) -> std::
 
 /// The body of an M's thread.
 fn m_main(rt: Arc<Runtime>, m: Arc<M>, mut next: Option<(usize, bool)>) {
+    let _fatal = PanicIsFatal(m.id);
     let _alt = AltStack::install();
     pin::record_tls_block(&m);
     tls::set_current_m(&*m);
@@ -241,6 +242,24 @@ fn m_main(rt: Arc<Runtime>, m: Arc<M>, mut next: Option<(usize, bool)>) {
     }
     tls::set_current_p(std::ptr::null());
     tls::set_current_m(std::ptr::null());
+}
+
+/// A panic in the scheduler loop (never a goroutine's: those are caught inside the goroutine)
+/// is a bug in goro. Unwound, it would end the M's thread while it holds a P and perhaps
+/// goroutines, and the program would hang without a word; like Go's `throw`, it is fatal.
+struct PanicIsFatal(usize);
+
+impl Drop for PanicIsFatal {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "fatal error: goro scheduler thread m{} panicked (a bug in goro; the message \
+                 is above)",
+                self.0
+            );
+            std::process::abort();
+        }
+    }
 }
 
 /// Makes P `pid` (already `P_RUNNING`, handed to us) this M's.
