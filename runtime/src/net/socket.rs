@@ -1,5 +1,6 @@
 //! `Socket`: a mio socket plus its netpoller registration, shared by the handles of one
-//! socket (`try_clone`), with the calls every socket type has (timeouts, deadlines, close).
+//! socket (`try_clone`), with the calls every socket type has (timeouts, deadlines, close),
+//! and the macros that give each public type the same methods and `Read`/`Write` impls.
 
 use crate::netpoll::{Dir, Registration};
 use std::io;
@@ -119,3 +120,105 @@ impl<S: mio::event::Source + AsRawFd> Drop for Socket<S> {
         self.reg.release(&mut self.io);
     }
 }
+
+/// The per-call timeouts and Go-style deadlines every connected socket type has (the type wraps an
+/// `Arc<Socket<_>>` as field 0), inside its `impl` block.
+macro_rules! timeouts_and_deadlines {
+    () => {
+        /// Bounds each read or receive (`None`: no bound); one that runs out fails with
+        /// `WouldBlock`, as std's does on Unix. Zero is an error, as in std.
+        pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+            self.0.set_timeout(Dir::Read, t)
+        }
+
+        /// Bounds each write or send (`None`: no bound); one that runs out fails with
+        /// `WouldBlock`.
+        pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+            self.0.set_timeout(Dir::Write, t)
+        }
+
+        pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+            self.0.timeout(Dir::Read)
+        }
+
+        pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+            self.0.timeout(Dir::Write)
+        }
+
+        /// Go's `SetDeadline`: reads and writes fail with `TimedOut` after `at` (`None`
+        /// clears it); moving it wakes a goroutine blocked on the socket.
+        pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+            self.0.set_deadline(None, at)
+        }
+
+        /// Go's `SetReadDeadline`.
+        pub fn set_read_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+            self.0.set_deadline(Some(Dir::Read), at)
+        }
+
+        /// Go's `SetWriteDeadline`.
+        pub fn set_write_deadline(&self, at: Option<Instant>) -> io::Result<()> {
+            self.0.set_deadline(Some(Dir::Write), at)
+        }
+    };
+}
+
+/// `Read` and `Write` for a stream type `$t` and for `&$t` (so goroutines sharing a stream can
+/// read and write it at once), through `Socket::io_bytes`.
+macro_rules! stream_read_write {
+    ($t:ty) => {
+        impl Read for &$t {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.0.io_bytes(Dir::Read, buf.len(), |mut s| s.read(buf))
+            }
+
+            fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+                let len = bufs.iter().map(|b| b.len()).sum();
+                self.0
+                    .io_bytes(Dir::Read, len, |mut s| s.read_vectored(bufs))
+            }
+        }
+
+        impl Write for &$t {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.io_bytes(Dir::Write, buf.len(), |mut s| s.write(buf))
+            }
+
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                let len = bufs.iter().map(|b| b.len()).sum();
+                self.0
+                    .io_bytes(Dir::Write, len, |mut s| s.write_vectored(bufs))
+            }
+
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+
+        impl Read for $t {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                (&*self).read(buf)
+            }
+
+            fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+                (&*self).read_vectored(bufs)
+            }
+        }
+
+        impl Write for $t {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                (&*self).write(buf)
+            }
+
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                (&*self).write_vectored(bufs)
+            }
+
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use {stream_read_write, timeouts_and_deadlines};

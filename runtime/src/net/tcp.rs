@@ -1,7 +1,7 @@
 //! `TcpListener` and `TcpStream` (std's API; see `net/mod.rs` for what differs).
 
 use super::each_addr;
-use super::socket::Socket;
+use super::socket::{stream_read_write, timeouts_and_deadlines, Socket};
 use crate::netpoll::Dir;
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -209,38 +209,7 @@ impl TcpStream {
         Ok(self.clone())
     }
 
-    /// Bounds each read (`None`: no bound); one that runs out fails with `WouldBlock`.
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.0.set_timeout(Dir::Read, t)
-    }
-
-    /// Bounds each write (`None`: no bound); one that runs out fails with `WouldBlock`.
-    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.0.set_timeout(Dir::Write, t)
-    }
-
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        self.0.timeout(Dir::Read)
-    }
-
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        self.0.timeout(Dir::Write)
-    }
-
-    /// Go's `SetDeadline`: reads and writes fail with `TimedOut` after `at` (`None` clears).
-    pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
-        self.0.set_deadline(None, at)
-    }
-
-    /// Go's `SetReadDeadline`.
-    pub fn set_read_deadline(&self, at: Option<Instant>) -> io::Result<()> {
-        self.0.set_deadline(Some(Dir::Read), at)
-    }
-
-    /// Go's `SetWriteDeadline`.
-    pub fn set_write_deadline(&self, at: Option<Instant>) -> io::Result<()> {
-        self.0.set_deadline(Some(Dir::Write), at)
-    }
+    timeouts_and_deadlines!();
 
     /// Reads without removing the data from the queue; waits like `read`.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -280,57 +249,7 @@ impl TcpStream {
     }
 }
 
-impl Read for &TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.io_bytes(Dir::Read, buf.len(), |mut s| s.read(buf))
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.0
-            .io_bytes(Dir::Read, len, |mut s| s.read_vectored(bufs))
-    }
-}
-
-impl Write for &TcpStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.io_bytes(Dir::Write, buf.len(), |mut s| s.write(buf))
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.0
-            .io_bytes(Dir::Write, len, |mut s| s.write_vectored(bufs))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Write for TcpStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+stream_read_write!(TcpStream);
 
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {

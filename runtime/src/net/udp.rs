@@ -1,6 +1,6 @@
 //! `UdpSocket` (std's API; see `net/mod.rs` for what differs).
 
-use super::socket::Socket;
+use super::socket::{timeouts_and_deadlines, Socket};
 use super::{each_addr, resolve};
 use crate::netpoll::Dir;
 use std::fmt;
@@ -80,36 +80,7 @@ impl UdpSocket {
         Ok(self.clone())
     }
 
-    /// Bounds each receive; one that runs out fails with `WouldBlock`.
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.0.set_timeout(Dir::Read, t)
-    }
-
-    /// Bounds each send; one that runs out fails with `WouldBlock`.
-    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.0.set_timeout(Dir::Write, t)
-    }
-
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        self.0.timeout(Dir::Read)
-    }
-
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        self.0.timeout(Dir::Write)
-    }
-
-    /// Go's `SetDeadline`: sends and receives fail with `TimedOut` after `at`.
-    pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
-        self.0.set_deadline(None, at)
-    }
-
-    pub fn set_read_deadline(&self, at: Option<Instant>) -> io::Result<()> {
-        self.0.set_deadline(Some(Dir::Read), at)
-    }
-
-    pub fn set_write_deadline(&self, at: Option<Instant>) -> io::Result<()> {
-        self.0.set_deadline(Some(Dir::Write), at)
-    }
+    timeouts_and_deadlines!();
 
     pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
         self.0.get().set_broadcast(on)

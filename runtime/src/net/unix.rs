@@ -1,7 +1,7 @@
 //! `UnixListener` and `UnixStream` (std's `std::os::unix::net` API; see `net/mod.rs` for what
 //! differs).
 
-use super::socket::Socket;
+use super::socket::{stream_read_write, timeouts_and_deadlines, Socket};
 use crate::netpoll::Dir;
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -138,33 +138,7 @@ impl UnixStream {
         Ok(self.clone())
     }
 
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.0.set_timeout(Dir::Read, t)
-    }
-
-    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.0.set_timeout(Dir::Write, t)
-    }
-
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        self.0.timeout(Dir::Read)
-    }
-
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        self.0.timeout(Dir::Write)
-    }
-
-    pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
-        self.0.set_deadline(None, at)
-    }
-
-    pub fn set_read_deadline(&self, at: Option<Instant>) -> io::Result<()> {
-        self.0.set_deadline(Some(Dir::Read), at)
-    }
-
-    pub fn set_write_deadline(&self, at: Option<Instant>) -> io::Result<()> {
-        self.0.set_deadline(Some(Dir::Write), at)
-    }
+    timeouts_and_deadlines!();
 
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.0.get().take_error()
@@ -180,57 +154,7 @@ impl UnixStream {
     }
 }
 
-impl Read for &UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.io_bytes(Dir::Read, buf.len(), |mut s| s.read(buf))
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.0
-            .io_bytes(Dir::Read, len, |mut s| s.read_vectored(bufs))
-    }
-}
-
-impl Write for &UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.io_bytes(Dir::Write, buf.len(), |mut s| s.write(buf))
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.0
-            .io_bytes(Dir::Write, len, |mut s| s.write_vectored(bufs))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Read for UnixStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Write for UnixStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+stream_read_write!(UnixStream);
 
 impl AsRawFd for UnixStream {
     fn as_raw_fd(&self) -> RawFd {
