@@ -2,6 +2,9 @@
 //! (its own test binary, so no other test's CPU time is counted), and the wake-up from that
 //! sleep is prompt.
 
+mod common;
+
+use common::cpu_time;
 use goro::net::TcpListener;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -11,17 +14,6 @@ use std::time::{Duration, Instant};
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn cpu_time() -> Duration {
-    // SAFETY: `getrusage` fills the zeroed struct we pass; RUSAGE_SELF is always valid.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 #[test]

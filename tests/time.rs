@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::with_timeout;
+use common::{cpu_time, with_timeout};
 use goro::context::{self, ContextError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -157,17 +157,6 @@ fn a_hundred_thousand_sleepers_all_wake() {
 fn a_million_sleepers_all_wake() {
     let _s = serial();
     many_sleepers(1_000_000, 2, Duration::from_secs(2), None).unwrap();
-}
-
-fn cpu_time() -> Duration {
-    // SAFETY: `getrusage` fills the zeroed struct we pass; RUSAGE_SELF is always valid.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 #[test]

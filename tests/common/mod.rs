@@ -47,3 +47,17 @@ pub fn park_ping_pong(n: usize) {
     }
     pong.join().unwrap();
 }
+
+/// CPU time (user + system) the whole process has used so far: tests that check an idle
+/// runtime burns none (no polling loop) compare two readings.
+#[allow(dead_code)] // not every test binary that declares `mod common` uses it
+pub fn cpu_time() -> Duration {
+    // SAFETY: `getrusage` fills the zeroed struct we pass; RUSAGE_SELF is always valid.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
