@@ -200,7 +200,6 @@ fn give_global(class: u8, slots: &[usize]) {
 /// Moves scrubbed slots (deep pages released) to the warm list, and releases the top pages of
 /// the oldest warm slots beyond the bound. Runs on the worker (or a thread without one).
 pub(super) fn settle_warm(class: u8, scrubbed: Vec<usize>) {
-    let size = class_size(class);
     let bound = WARM_FLOOR.max(PEAK_IN_USE.load(Ordering::Relaxed));
     let mut st = lock(class);
     st.warm.extend(scrubbed);
@@ -208,19 +207,32 @@ pub(super) fn settle_warm(class: u8, scrubbed: Vec<usize>) {
         let excess = st.warm.len() - bound;
         let old: Vec<usize> = st.warm.drain(..excess).collect();
         drop(st);
-        let tops: Vec<libc::iovec> = old
-            .iter()
-            .map(|&lo| libc::iovec {
-                iov_base: (lo + size - PAGE) as *mut libc::c_void,
-                iov_len: PAGE,
-            })
-            .collect();
-        // SAFETY: these slots are free and were taken off every list: nothing runs on them,
-        // points into them or can hand them out until they are published below; only their
-        // top pages were still committed.
-        unsafe { madvise::release(&tops) };
-        lock(class).cold.extend(old);
+        // SAFETY: these slots are free and were taken off every list above.
+        unsafe { make_cold(class, old) };
     }
+}
+
+/// Releases the top pages of free slots (the only pages they still have committed) and puts
+/// them on the class's cold list, lowest address handed out first.
+///
+/// # Safety
+/// The slots are free and on no list: nothing runs on them or points into them, and no one
+/// can hand them out until this publishes them.
+pub(super) unsafe fn make_cold(class: u8, mut slots: Vec<usize>) {
+    let size = class_size(class);
+    let tops: Vec<libc::iovec> = slots
+        .iter()
+        .map(|&lo| libc::iovec {
+            iov_base: (lo + size - PAGE) as *mut libc::c_void,
+            iov_len: PAGE,
+        })
+        .collect();
+    // SAFETY: the caller guarantees no one uses these slots; the ranges are their top pages,
+    // inside the slots.
+    unsafe { madvise::release(&tops) };
+    // Popped from the back.
+    slots.sort_unstable_by(|a, b| b.cmp(a));
+    lock(class).cold.extend(slots);
 }
 
 /// A thread's cache of free slots, one list per class. Returned to the global pool when the

@@ -176,27 +176,12 @@ fn refill(class: u8) {
 /// their top pages back and become cold again (guards kept), so a server that accepted
 /// thousands of connections in one burst does not keep megabytes of stacks no one uses.
 fn unstock(class: u8) {
-    let size = class_size(class);
     let slots: Vec<usize> = std::mem::take(&mut pool::lock(class).ready);
-    if slots.is_empty() {
-        return;
+    if !slots.is_empty() {
+        // SAFETY: prepared slots have never been handed out (nothing runs on them or points
+        // into them), and they were taken off the ready list just now.
+        unsafe { pool::make_cold(class, slots) };
     }
-    let tops: Vec<libc::iovec> = slots
-        .iter()
-        .map(|&lo| libc::iovec {
-            iov_base: (lo + size - PAGE) as *mut libc::c_void,
-            iov_len: PAGE,
-        })
-        .collect();
-    // SAFETY: prepared slots have never been handed out (nothing runs on them or points into
-    // them) and were taken off the ready list above, so no one can be handed them until they
-    // are published on the cold list below. Only their top pages, inside the slots, go.
-    unsafe { madvise::release(&tops) };
-    // Popped from the back: keep handing out the lowest addresses first.
-    let mut st = pool::lock(class);
-    let mut slots = slots;
-    slots.sort_unstable_by(|a, b| b.cmp(a));
-    st.cold.extend(slots);
 }
 
 /// Releases the deep pages of the class's dirty slots and moves them to the warm list.
