@@ -312,8 +312,7 @@ fn scan_ok(g: &G, lo: usize, hi: usize) -> bool {
         return false;
     }
     let (sp, slot_hi) = g.parked_stack();
-    // Up to where the stack starts: the colour gap above it holds no frame, only words a
-    // previous owner of the slot may have left (which would pin for nothing).
+    // Up to where the stack starts (the slot header above it is the runtime's).
     let top = crate::stack::stack_top(slot_hi);
     let floor = g.stack_lo + crate::stack::madvise::PAGE; // above the guard page
     let from = (sp.saturating_sub(switch_depth()) & !7).max(floor);

@@ -60,18 +60,19 @@ pub const DEFAULT_STACK_SIZE: usize = 256 << 10;
 /// goroutines no queue holds (parked ones) through it.
 pub(crate) const SLOT_HEADER: usize = 16;
 
-/// Stack colours: a goroutine's stack starts `colour(hi)` bytes below the header, a multiple of
-/// 64 bytes below 2.5 KiB picked by the slot's address. Without it every stack top sits at the
-/// same offset in its page, so the hot frames of many goroutines that take turns (a ring of
-/// 1,000 passing a token) map to the same few L1 cache sets and evict each other: colouring
-/// took the ring benchmark from 238 to 170 ns per hop. It costs at most 2.5 KiB of the slot,
-/// inside the top page that every goroutine commits anyway.
-const STACK_COLOURS: usize = 40;
-
-/// Where the stack of the slot ending at `hi` starts (its highest address; it grows down).
+/// Where the stack of the slot ending at `hi` starts (its highest address; it grows down): right
+/// below the header.
+///
+/// Rejected: *colouring* (starting each stack a slot-dependent multiple of 64 bytes lower, up to
+/// 2.5 KiB). Every stack top sits at the same offset in its page, so a ring of 1,000 goroutines
+/// taking turns crowds the same cache sets; colouring took that benchmark from ~300 to ~220 ns
+/// per hop. But it pushes a goroutine's frames down by up to 2.5 KiB, so one that used 2–4 KiB
+/// of stack committed a second page: an echo server's idle connection cost 6.4 KB instead of
+/// 4.5 KB. Colours spanning 1 KiB or less did not help the ring. Memory per parked goroutine is
+/// the promise (a million of them), so stacks start at the header.
 #[inline]
 pub(crate) fn stack_top(hi: usize) -> usize {
-    hi - SLOT_HEADER - ((hi / DEFAULT_STACK_SIZE) % STACK_COLOURS) * 64
+    hi - SLOT_HEADER
 }
 
 /// Word `i` (0: owner, 1: runtime id) of the header of the slot ending at `hi`.
