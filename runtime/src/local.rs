@@ -112,7 +112,7 @@ fn with_map<R>(f: impl FnOnce(*mut LocalMap) -> R) -> R {
     let in_goroutine = crate::tls::with_current_g(|g| {
         g.map(|g| {
             // SAFETY: `locals` is touched only by the goroutine itself, which is the caller.
-            let slot = unsafe { &mut *g.locals.get() };
+            let slot = unsafe { &mut *g.frame().locals.get() };
             slot.get_or_insert_with(Default::default).as_mut() as *mut LocalMap
         })
     });

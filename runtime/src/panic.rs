@@ -7,12 +7,17 @@ use std::fmt;
 /// taking the runtime down; the panic message was already printed by the panic hook, as for
 /// threads.
 pub struct Panic {
-    payload: Box<dyn Any + Send + 'static>,
+    /// Boxed twice so a `Panic` is one word: a goroutine's output slot, `Option<Result<T,
+    /// Panic>>`, then fits in its 128-byte descriptor cell for small `T`. Panics are rare; the
+    /// extra allocation is not.
+    payload: Box<Box<dyn Any + Send + 'static>>,
 }
 
 impl Panic {
     pub(crate) fn new(payload: Box<dyn Any + Send + 'static>) -> Panic {
-        Panic { payload }
+        Panic {
+            payload: Box::new(payload),
+        }
     }
 
     /// What a joiner gets from a goroutine its runtime dropped at shutdown (unwound, or never
@@ -34,12 +39,12 @@ impl Panic {
 
     /// The raw payload, as `std::thread::JoinHandle::join` would return it.
     pub fn into_payload(self) -> Box<dyn Any + Send + 'static> {
-        self.payload
+        *self.payload
     }
 
     /// Continues the panic in the caller (`std::panic::resume_unwind`).
     pub fn resume(self) -> ! {
-        std::panic::resume_unwind(self.payload)
+        std::panic::resume_unwind(*self.payload)
     }
 }
 

@@ -47,7 +47,7 @@ unsafe impl Sync for GRef {}
 
 /// Past this many references something is leaking them in a loop; abort like `Arc` does
 /// rather than let the count wrap.
-const MAX_REFS: usize = isize::MAX as usize;
+const MAX_REFS: u32 = i32::MAX as u32;
 
 impl GRef {
     /// Adds a reference to the G at `ptr`.
@@ -139,7 +139,7 @@ where
     T: Send + 'static,
 {
     let slot = StackSlot::new(stack_size)?;
-    let header = G::new(slot.lo(), slot.size(), destroy::<T>);
+    let header = G::new(slot.addr(), destroy::<T>);
     let id = header.id;
     let mem = slab::alloc(Layout::new::<GCell<T>>()).cast::<GCell<T>>();
     // SAFETY: fresh memory of the right layout, written once before anything reads it.
@@ -158,10 +158,11 @@ where
     // SAFETY: the cell is alive while the coroutine runs (the M running it holds a reference).
     let out: *const OutputSlot<T> = unsafe { &(*mem.as_ptr()).out };
     let coro = Coro::with_stack(slot, move |yielder: &Yielder<(), Switch>, ()| {
-        // SAFETY: `gp` points into the cell, which the M running us keeps alive; only this
-        // goroutine touches `yielder`. The yielder lives in this coroutine's initial frame,
-        // which stays put (stacks never move) until the coroutine returns.
-        unsafe { *(*gp).yielder.get() = yielder };
+        let frame = crate::g::Frame::new(yielder);
+        // SAFETY: `gp` points into the cell, which the M running us keeps alive; we are the
+        // goroutine, and `frame` lives in this coroutine's initial frame, which stays put
+        // (stacks never move) until the coroutine returns.
+        unsafe { (*gp).set_frame(&frame) };
         let mut result = catch_unwind(AssertUnwindSafe(f)).map_err(crate::Panic::new);
         // SAFETY: as above.
         if unsafe { (*gp).is_dying() } {
@@ -169,8 +170,7 @@ where
             result = Err(crate::Panic::dropped(id));
         }
         // Goroutine-locals die inside the goroutine, before its result is published.
-        // SAFETY: `gp` is alive (see above); `locals` is only ever touched by this goroutine.
-        if let Some(p) = crate::local::drop_goroutine_locals(unsafe { &(*gp).locals }) {
+        if let Some(p) = crate::local::drop_goroutine_locals(&frame.locals) {
             if result.is_ok() {
                 result = Err(crate::Panic::new(p));
             }
@@ -196,5 +196,16 @@ unsafe impl crate::sched::runq::Thin for GRef {
         // SAFETY: the caller passes a pointer from `into_raw`, which is a live G's header.
         let ptr = unsafe { NonNull::new_unchecked(p.cast()) };
         GRef { ptr }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// A goroutine returning `()` or a word fits the slab's 128-byte class (see `slab.rs`):
+    /// a million idle goroutines cost 128 MB of descriptors, not 192.
+    #[test]
+    fn cell_fits_128_bytes() {
+        assert!(std::mem::size_of::<super::GCell<()>>() <= 128);
+        assert!(std::mem::size_of::<super::GCell<u64>>() <= 128);
     }
 }

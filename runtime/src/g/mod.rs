@@ -50,11 +50,11 @@ mod slab;
 pub(crate) use gref::{new_goroutine, GCell, GRef, TypedGRef};
 
 use crate::loom::{AtomicU32, AtomicU8, Ordering};
-use crate::stack::StackSlot;
+use crate::stack::{SlotAddr, StackSlot};
 use corosensei::{Coroutine, Yielder};
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU32 as AtomicU32Std, AtomicU64, AtomicUsize};
 
 pub(crate) const RUNNABLE: u32 = 1;
 pub(crate) const WAITING: u32 = 3;
@@ -64,7 +64,7 @@ pub(crate) const NOTIFIED: u32 = 1 << 3;
 pub(crate) const SCAN: u32 = 1 << 4;
 
 /// `G::last_m` of a goroutine that never ran.
-pub(crate) const NO_M: usize = usize::MAX;
+pub(crate) const NO_M: u32 = u32::MAX;
 
 /// Join state bits (`G::join`): the goroutine finished and published its output; a joiner
 /// wrote `waiter`; the completer is done with the joiner (its last touch of `waiter`).
@@ -82,6 +82,25 @@ pub(crate) enum Switch {
 
 pub(crate) type Coro = Coroutine<(), Switch, (), StackSlot>;
 
+/// What a running goroutine keeps in its coroutine's initial frame (which stays put: stacks
+/// never move) rather than in its `G`, because only the goroutine itself uses it: the `G`
+/// stays one 128-byte cell.
+pub(crate) struct Frame {
+    /// The coroutine's yielder, for switching out.
+    yielder: *const Yielder<(), Switch>,
+    /// Goroutine-local values (`crate::local`), created on first use.
+    pub(crate) locals: UnsafeCell<Option<Box<crate::local::LocalMap>>>,
+}
+
+impl Frame {
+    pub(crate) fn new(yielder: &Yielder<(), Switch>) -> Frame {
+        Frame {
+            yielder,
+            locals: UnsafeCell::new(None),
+        }
+    }
+}
+
 /// A joiner: a goroutine (borrowed: see the join protocol in `join`) or a plain thread.
 pub(crate) enum Joiner {
     Goroutine(NonNull<G>),
@@ -92,17 +111,17 @@ pub(crate) struct G {
     pub(crate) id: u64,
     state: AtomicU32,
     join: AtomicU8,
-    /// Stack bounds, copied from the slot for the fault handler's and collector's use.
-    pub(crate) stack_lo: usize,
-    pub(crate) stack_size: usize,
+    /// The stack slot's bounds, copied from the slot for the fault handler's and collector's
+    /// use.
+    pub(crate) stack: SlotAddr,
     /// Stack pointer recorded when the goroutine last switched out (for `release_below_sp`).
     /// Written by the goroutine before switching, read under SCAN while WAITING.
     saved_sp: AtomicUsize,
     /// Owned by the holder of the scheduling reference while the G is not WAITING (the M that
     /// runs it); `None` once finished.
     coro: UnsafeCell<Option<Coro>>,
-    /// Set by the goroutine when it first runs; read only by the goroutine itself.
-    yielder: UnsafeCell<*const Yielder<(), Switch>>,
+    /// The goroutine's `Frame`, set when it first runs; read only by the goroutine itself.
+    frame: UnsafeCell<*const Frame>,
     /// Written by the joiner before it sets WAITER; taken by the completer after it sees WAITER.
     waiter: UnsafeCell<Option<Joiner>>,
     /// The scheduling reference while WAITING (see the module comment): written by the M
@@ -110,14 +129,11 @@ pub(crate) struct G {
     parked_ref: UnsafeCell<Option<GRef>>,
     /// The M that last ran this goroutine (`NO_M` before its first run): written by that M
     /// after each switch-out, read by the next M to run it (`sched/pin.rs`).
-    last_m: AtomicUsize,
+    last_m: AtomicU32Std,
     /// Set by the runtime's shutdown before it unwinds the goroutine: switches return at once.
     dying: std::sync::atomic::AtomicBool,
-    /// Goroutine-local values (`crate::local`), created on first use; only the goroutine
-    /// itself touches them.
-    pub(crate) locals: UnsafeCell<Option<Box<crate::local::LocalMap>>>,
     /// References to this G's cell (`GRef`s); the last one out calls `destroy`.
-    refs: AtomicUsize,
+    refs: AtomicU32Std,
     /// Drops the cell (typed by the goroutine's output) and frees its memory.
     destroy: unsafe fn(NonNull<G>),
 }
@@ -133,10 +149,9 @@ impl Drop for G {
         if let Some(coro) = self.coro.get_mut().take() {
             if coro.started() && !coro.done() {
                 std::mem::forget(coro);
-                // The slot stays with the leaked coroutine; its header must not name us.
-                crate::stack::clear_owner(self.stack_lo, self.stack_size);
-                // Its goroutine-locals too: their destructors expect to run inside it.
-                std::mem::forget(self.locals.get_mut().take());
+                // The slot stays with the leaked coroutine (and the goroutine-locals in its
+                // frame: their destructors expect to run inside it); its header must not name us.
+                crate::stack::clear_owner(self.stack);
             }
             // Never started: dropping it just drops the closure, on this thread, which is what
             // dropping an unspawned closure would do.
@@ -155,24 +170,22 @@ unsafe impl Sync for G {}
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl G {
-    /// A RUNNABLE goroutine on the slot `[stack_lo, stack_lo + stack_size)`, not yet started.
-    fn new(stack_lo: usize, stack_size: usize, destroy: unsafe fn(NonNull<G>)) -> G {
+    /// A RUNNABLE goroutine on the slot `stack`, not yet started.
+    fn new(stack: SlotAddr, destroy: unsafe fn(NonNull<G>)) -> G {
         G {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             state: AtomicU32::new(RUNNABLE),
             join: AtomicU8::new(0),
-            stack_lo,
-            stack_size,
+            stack,
             saved_sp: AtomicUsize::new(0),
             coro: UnsafeCell::new(None),
-            yielder: UnsafeCell::new(std::ptr::null()),
+            frame: UnsafeCell::new(std::ptr::null()),
             waiter: UnsafeCell::new(None),
             parked_ref: UnsafeCell::new(None),
-            last_m: AtomicUsize::new(NO_M),
+            last_m: AtomicU32Std::new(NO_M),
             dying: std::sync::atomic::AtomicBool::new(false),
-            locals: UnsafeCell::new(None),
             // The `JoinHandle`'s reference and the scheduling reference (`new_goroutine`).
-            refs: AtomicUsize::new(2),
+            refs: AtomicU32Std::new(2),
             destroy,
         }
     }
@@ -268,11 +281,11 @@ impl G {
     }
 
     /// Relaxed: the run queue or state-word hand-off that gave the G to its next M orders it.
-    pub(crate) fn last_m(&self) -> usize {
+    pub(crate) fn last_m(&self) -> u32 {
         self.last_m.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub(crate) fn set_last_m(&self, m: usize) {
+    pub(crate) fn set_last_m(&self, m: u32) {
         self.last_m.store(m, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -281,8 +294,25 @@ impl G {
     pub(crate) fn parked_stack(&self) -> (usize, usize) {
         (
             self.saved_sp.load(std::sync::atomic::Ordering::Relaxed),
-            self.stack_lo + self.stack_size,
+            self.stack.hi(),
         )
+    }
+
+    /// The running goroutine's `Frame`. Only the goroutine itself may call this, after it
+    /// started.
+    pub(crate) fn frame(&self) -> &Frame {
+        // SAFETY: set when the goroutine started, before any of its code ran; the frame lives in
+        // its initial frame until it returns, and only the goroutine calls this.
+        unsafe { &**self.frame.get() }
+    }
+
+    /// Records the goroutine's `Frame` (the goroutine itself, first thing).
+    ///
+    /// # Safety
+    /// Called by the goroutine, on its own stack, with a frame that outlives all its code.
+    pub(crate) unsafe fn set_frame(&self, frame: &Frame) {
+        // SAFETY: only the goroutine touches `frame`, per the caller's contract.
+        unsafe { *self.frame.get() = frame };
     }
 
     pub(crate) fn is_dying(&self) -> bool {
@@ -395,9 +425,10 @@ mod live {
             // destructor returns at once (a spurious wake-up, which `park` allows).
             return;
         }
-        // SAFETY: `yielder` was set when this goroutine started, and we are that goroutine
-        // (only the running goroutine calls `switch_out` on its own G).
-        let yielder = unsafe { &**g.yielder.get() };
+        // SAFETY: `frame` was set when this goroutine started and lives in its initial frame,
+        // which stays put until it returns; we are that goroutine (only the running goroutine
+        // calls `switch_out` on its own G), and the yielder lives as long as the coroutine.
+        let yielder = unsafe { &*(**g.frame.get()).yielder };
         suspend_recording_sp(yielder, &g.saved_sp, why);
     }
 
@@ -501,10 +532,7 @@ mod live {
         if !g.try_begin_scan() {
             return None;
         }
-        let slot = crate::stack::SlotView {
-            lo: g.stack_lo,
-            size: g.stack_size,
-        };
+        let slot = g.stack.view();
         let sp = g.saved_sp.load(std::sync::atomic::Ordering::Relaxed);
         // SAFETY: SCAN is held, so the goroutine stays suspended (an unpark makes it RUNNABLE
         // but no M resumes it until SCAN clears); it parked with its stack pointer below `sp`
@@ -534,11 +562,7 @@ pub fn committed_bytes(g: &crate::Goroutine) -> usize {
     if G::status(gi.state.load(Ordering::Acquire)) == DEAD {
         return 0;
     }
-    crate::stack::SlotView {
-        lo: gi.stack_lo,
-        size: gi.stack_size,
-    }
-    .committed_bytes()
+    gi.stack.view().committed_bytes()
 }
 
 #[cfg(test)]

@@ -824,8 +824,8 @@ pub(crate) fn handoffp(rt: &Runtime, p: &P) {
 /// Returns this M's P afterwards (the goroutine may have changed it in `blocking`).
 fn execute(rt: &Runtime, m: &M, g: GRef, inherit: bool) -> *const P {
     let last = g.last_m();
-    if last != m.id && last != crate::g::NO_M && !pin::may_run_on(rt, last, &g) {
-        pin::send_back(rt, last, g);
+    if last != m.id as u32 && last != crate::g::NO_M && !pin::may_run_on(rt, last as usize, &g) {
+        pin::send_back(rt, last as usize, g);
         return tls::current_p();
     }
     g.transition_to_running();
@@ -845,7 +845,7 @@ fn execute(rt: &Runtime, m: &M, g: GRef, inherit: bool) -> *const P {
     );
     // SAFETY: we hold the G's scheduling reference (from a queue) and no one scans its stack.
     let r = unsafe { g.resume() };
-    g.set_last_m(m.id);
+    g.set_last_m(m.id as u32);
     // The goroutine may have left its P in `blocking` and come back with another, or none.
     let p_now = tls::leave_goroutine();
     // SAFETY: as in `schedule`.

@@ -86,8 +86,42 @@ fn header_word(hi: usize, i: usize) -> &'static std::sync::atomic::AtomicUsize {
 /// The stack slot a goroutine runs on. Owned by the goroutine's coroutine; returned to the pool
 /// when dropped, which happens only after the coroutine finished (or never ran).
 pub(crate) struct StackSlot {
-    lo: usize,
-    class: u8,
+    at: SlotAddr,
+}
+
+/// A slot's address and size class in one word: the page-aligned low end with the class in the
+/// low bits (one word less in every goroutine's descriptor and coroutine).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct SlotAddr(usize);
+
+impl SlotAddr {
+    fn new(lo: usize, class: u8) -> SlotAddr {
+        debug_assert_eq!(lo % PAGE, 0);
+        SlotAddr(lo | class as usize)
+    }
+
+    pub(crate) fn lo(self) -> usize {
+        self.0 & !(PAGE - 1)
+    }
+
+    fn class(self) -> u8 {
+        (self.0 & (PAGE - 1)) as u8
+    }
+
+    pub(crate) fn size(self) -> usize {
+        pool::class_size(self.class())
+    }
+
+    pub(crate) fn hi(self) -> usize {
+        self.lo() + self.size()
+    }
+
+    pub(crate) fn view(self) -> SlotView {
+        SlotView {
+            lo: self.lo(),
+            size: self.size(),
+        }
+    }
 }
 
 impl StackSlot {
@@ -96,19 +130,21 @@ impl StackSlot {
     pub(crate) fn new(stack_size: usize) -> Result<StackSlot, GuardError> {
         let class = pool::class_of(stack_size);
         let lo = pool::acquire(class)?;
-        Ok(StackSlot { lo, class })
+        Ok(StackSlot {
+            at: SlotAddr::new(lo, class),
+        })
     }
 
-    pub(crate) fn size(&self) -> usize {
-        pool::class_size(self.class)
+    pub(crate) fn addr(&self) -> SlotAddr {
+        self.at
     }
 
     pub(crate) fn lo(&self) -> usize {
-        self.lo
+        self.at.lo()
     }
 
     pub(crate) fn hi(&self) -> usize {
-        self.lo + self.size()
+        self.at.hi()
     }
 
     /// Records the goroutine that owns this slot, and its runtime, in the header.
@@ -128,9 +164,9 @@ fn set_owner(hi: usize, g: usize, runtime: usize) {
     }
 }
 
-/// Clears the owner of the slot `[lo, lo + size)` (a goroutine leaked with its slot).
-pub(crate) fn clear_owner(lo: usize, size: usize) {
-    set_owner(lo + size, 0, 0);
+/// Clears the owner of the slot (a goroutine leaked with its slot).
+pub(crate) fn clear_owner(slot: SlotAddr) {
+    set_owner(slot.hi(), 0, 0);
 }
 
 /// Calls `f` with the owner recorded in every carved slot owned by a goroutine of `runtime`.
@@ -208,12 +244,11 @@ impl SlotView {
 impl Drop for StackSlot {
     fn drop(&mut self) {
         set_owner(self.hi(), 0, 0);
-        pool::free(self.class, self.lo);
+        pool::free(self.at.class(), self.lo());
     }
 }
 
-// SAFETY: `base` (below the 16-byte header by a multiple of 64, `stack_top`, so still inside
-// the top page) and `limit` are 16-byte aligned (so `STACK_ALIGNMENT`-aligned), `limit`
+// SAFETY: `base` (below the 16-byte header, `stack_top`, so inside the top page) and `limit` are 16-byte aligned (so `STACK_ALIGNMENT`-aligned), `limit`
 // includes the guard page, and the range is mapped read-write (bar the guard) for as long as
 // the slot is owned: reservations are never unmapped and a slot is owned by one coroutine at a
 // time.
@@ -222,7 +257,7 @@ unsafe impl Stack for StackSlot {
         NonZeroUsize::new(stack_top(self.hi())).expect("slot address is non-zero")
     }
     fn limit(&self) -> StackPointer {
-        NonZeroUsize::new(self.lo).expect("slot address is non-zero")
+        NonZeroUsize::new(self.lo()).expect("slot address is non-zero")
     }
 }
 
