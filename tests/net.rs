@@ -374,3 +374,49 @@ fn end_of_file_after_short_reads() {
         }
     });
 }
+
+/// Handles of one socket share it: the socket stays open until the last one drops, whichever
+/// that is, and then the peer sees end of file; its descriptor is then reused safely.
+#[test]
+fn last_handle_closes_the_socket() {
+    goro::Builder::new().max_procs(2).run(|| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        for round in 0..50u8 {
+            let c = TcpStream::connect(addr).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            let clones: Vec<TcpStream> = (0..3).map(|_| c.try_clone().unwrap()).collect();
+            // Handles dropped from several goroutines at once, the original first.
+            drop(c);
+            let last = clones.last().unwrap().try_clone().unwrap();
+            let hs: Vec<_> = clones
+                .into_iter()
+                .map(|mut h| {
+                    goro::spawn(move || {
+                        h.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        h.write_all(&[round]).unwrap();
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            let mut got = [0u8; 3];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(got, [round; 3]);
+            // One handle left: still open both ways.
+            (&last).write_all(b"x").unwrap();
+            s.write_all(b"y").unwrap();
+            let mut b = [0u8; 1];
+            (&last).read_exact(&mut b).unwrap();
+            assert_eq!(&b, b"y");
+            s.read_exact(&mut b).unwrap();
+            drop(last);
+            assert_eq!(
+                s.read(&mut b).unwrap(),
+                0,
+                "round {round}: the last drop closes"
+            );
+        }
+    });
+}

@@ -36,7 +36,7 @@
 
 mod core;
 mod error;
-mod lock;
+pub(crate) mod lock;
 mod select;
 mod waiter;
 

@@ -1,28 +1,35 @@
-//! `Socket`: a mio socket plus its netpoller registration, shared by the handles of one
-//! socket (`try_clone`), with the calls every socket type has (timeouts, deadlines, close),
-//! and the macros that give each public type the same methods and `Read`/`Write` impls.
+//! `Socket`: one handle of a mio socket plus its netpoller registration, with the calls every
+//! socket type has (timeouts, deadlines, close), and the macros that give each public type the
+//! same methods and `Read`/`Write` impls.
+//!
+//! A socket's handles (`try_clone`, `Clone`) are counted in its netpoller descriptor, not in
+//! an `Arc`: a handle is two words, and a connection allocates nothing beyond its descriptor
+//! (see "Handles" in `netpoll/desc.rs`). Every handle has its own mio value over the one file
+//! descriptor; only the last handle to drop closes it.
 
 use crate::netpoll::{Dir, Registration};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-pub(crate) struct Socket<S: mio::event::Source + AsRawFd> {
-    io: S,
+/// What a socket handle needs of its mio type.
+pub(crate) trait Source: mio::event::Source + AsRawFd + FromRawFd {}
+impl<S: mio::event::Source + AsRawFd + FromRawFd> Source for S {}
+
+pub(crate) struct Socket<S: Source> {
+    /// This handle's view of the descriptor; the last handle drops it (closing it).
+    io: ManuallyDrop<S>,
     reg: Registration,
-    /// `set_nonblocking(true)`: calls fail with `WouldBlock` instead of waiting.
-    nonblocking: AtomicBool,
 }
 
-impl<S: mio::event::Source + AsRawFd> Socket<S> {
+impl<S: Source> Socket<S> {
     pub(crate) fn new(mut io: S) -> io::Result<Socket<S>> {
         let fd = io.as_raw_fd();
         let reg = Registration::new(&mut io, fd)?;
         Ok(Socket {
-            io,
+            io: ManuallyDrop::new(io),
             reg,
-            nonblocking: AtomicBool::new(false),
         })
     }
 
@@ -33,7 +40,7 @@ impl<S: mio::event::Source + AsRawFd> Socket<S> {
 
     /// Runs the non-blocking call `f`, waiting for readiness in `dir` while it would block.
     pub(crate) fn io<R>(&self, dir: Dir, mut f: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
-        if self.nonblocking.load(Ordering::Relaxed) {
+        if self.reg.is_nonblocking() {
             self.reg.check_open()?;
             return f(&self.io);
         }
@@ -47,7 +54,7 @@ impl<S: mio::event::Source + AsRawFd> Socket<S> {
         len: usize,
         mut f: impl FnMut(&S) -> io::Result<usize>,
     ) -> io::Result<usize> {
-        if self.nonblocking.load(Ordering::Relaxed) {
+        if self.reg.is_nonblocking() {
             self.reg.check_open()?;
             return f(&self.io);
         }
@@ -66,7 +73,7 @@ impl<S: mio::event::Source + AsRawFd> Socket<S> {
 
     pub(crate) fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         self.reg.check_open()?;
-        self.nonblocking.store(on, Ordering::Relaxed);
+        self.reg.set_nonblocking(on);
         Ok(())
     }
 
@@ -109,20 +116,39 @@ impl<S: mio::event::Source + AsRawFd> Socket<S> {
     }
 }
 
-impl<S: mio::event::Source + AsRawFd> AsRawFd for Socket<S> {
+impl<S: Source> AsRawFd for Socket<S> {
     fn as_raw_fd(&self) -> RawFd {
         self.io.as_raw_fd()
     }
 }
 
-impl<S: mio::event::Source + AsRawFd> Drop for Socket<S> {
-    fn drop(&mut self) {
-        self.reg.release(&mut self.io);
+impl<S: Source> Clone for Socket<S> {
+    fn clone(&self) -> Socket<S> {
+        let reg = self.reg.share();
+        // SAFETY: the descriptor stays open while any handle exists (`self` is one, and the
+        // new one was counted above); the new mio value is never dropped but by the last
+        // handle, so the descriptor is closed once.
+        let io = unsafe { S::from_raw_fd(self.io.as_raw_fd()) };
+        Socket {
+            io: ManuallyDrop::new(io),
+            reg,
+        }
     }
 }
 
-/// The per-call timeouts and Go-style deadlines every connected socket type has (the type wraps an
-/// `Arc<Socket<_>>` as field 0), inside its `impl` block.
+impl<S: Source> Drop for Socket<S> {
+    fn drop(&mut self) {
+        if self.reg.drop_handle() {
+            self.reg.release(&mut *self.io);
+            // SAFETY: the last handle: no other handle uses the descriptor, and `self.io` is
+            // not used after this.
+            unsafe { ManuallyDrop::drop(&mut self.io) };
+        }
+    }
+}
+
+/// The per-call timeouts and Go-style deadlines every connected socket type has (the type wraps a
+/// `Socket<_>` as field 0), inside its `impl` block.
 macro_rules! timeouts_and_deadlines {
     () => {
         /// Bounds each read or receive (`None`: no bound); one that runs out fails with

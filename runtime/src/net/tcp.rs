@@ -7,7 +7,6 @@ use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A TCP server socket (`std::net::TcpListener`); `accept` parks the goroutine.
@@ -33,11 +32,11 @@ use std::time::{Duration, Instant};
 /// });
 /// ```
 #[derive(Clone)]
-pub struct TcpListener(Arc<Socket<mio::net::TcpListener>>);
+pub struct TcpListener(Socket<mio::net::TcpListener>);
 
 /// A TCP connection (`std::net::TcpStream`); reads and writes park the goroutine.
 #[derive(Clone)]
-pub struct TcpStream(Arc<Socket<mio::net::TcpStream>>);
+pub struct TcpStream(Socket<mio::net::TcpStream>);
 
 impl TcpListener {
     /// Binds to the first of `addr`'s addresses that works (as std does), with
@@ -52,23 +51,23 @@ impl TcpListener {
             if unsafe { libc::listen(l.as_raw_fd(), max_backlog()) } != 0 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(TcpListener(Arc::new(Socket::new(l)?)))
+            Ok(TcpListener(Socket::new(l)?))
         })
     }
 
     /// Adopts a std listener (made non-blocking).
     pub fn from_std(l: std::net::TcpListener) -> io::Result<TcpListener> {
         l.set_nonblocking(true)?;
-        Ok(TcpListener(Arc::new(Socket::new(
-            mio::net::TcpListener::from_std(l),
-        )?)))
+        Ok(TcpListener(Socket::new(mio::net::TcpListener::from_std(
+            l,
+        ))?))
     }
 
     /// Waits for a connection. Errors such as `EMFILE` (out of file descriptors) are returned
     /// as they are; a server loop should back off briefly and accept again (the examples do).
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (s, peer) = self.0.io(Dir::Read, |l| l.accept())?;
-        Ok((TcpStream(Arc::new(Socket::new(s)?)), peer))
+        Ok((TcpStream(Socket::new(s)?), peer))
     }
 
     /// An endless iterator of `accept` results.
@@ -173,7 +172,7 @@ impl TcpStream {
                 return Err(e);
             }
             match s.get().peer_addr() {
-                Ok(_) => return Ok(TcpStream(Arc::new(s))),
+                Ok(_) => return Ok(TcpStream(s)),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
                 Err(e) => return Err(e),
             }
@@ -184,9 +183,7 @@ impl TcpStream {
     /// Adopts a connected std stream (made non-blocking).
     pub fn from_std(s: std::net::TcpStream) -> io::Result<TcpStream> {
         s.set_nonblocking(true)?;
-        Ok(TcpStream(Arc::new(Socket::new(
-            mio::net::TcpStream::from_std(s),
-        )?)))
+        Ok(TcpStream(Socket::new(mio::net::TcpStream::from_std(s))?))
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {

@@ -7,30 +7,25 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A UDP socket (`std::net::UdpSocket`); receiving, and sending into a full buffer, park the
 /// goroutine.
 #[derive(Clone)]
-pub struct UdpSocket(Arc<Socket<mio::net::UdpSocket>>);
+pub struct UdpSocket(Socket<mio::net::UdpSocket>);
 
 impl UdpSocket {
     /// Binds to the first of `addr`'s addresses that works.
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
         each_addr(addr, |a| {
-            Ok(UdpSocket(Arc::new(Socket::new(
-                mio::net::UdpSocket::bind(a)?,
-            )?)))
+            Ok(UdpSocket(Socket::new(mio::net::UdpSocket::bind(a)?)?))
         })
     }
 
     /// Adopts a std socket (made non-blocking).
     pub fn from_std(s: std::net::UdpSocket) -> io::Result<UdpSocket> {
         s.set_nonblocking(true)?;
-        Ok(UdpSocket(Arc::new(Socket::new(
-            mio::net::UdpSocket::from_std(s),
-        )?)))
+        Ok(UdpSocket(Socket::new(mio::net::UdpSocket::from_std(s))?))
     }
 
     /// Sends to `addr`: its first address, as std does.

@@ -9,35 +9,34 @@ use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A Unix-domain server socket; `accept` parks the goroutine.
 #[derive(Clone)]
-pub struct UnixListener(Arc<Socket<mio::net::UnixListener>>);
+pub struct UnixListener(Socket<mio::net::UnixListener>);
 
 /// A Unix-domain stream; reads and writes park the goroutine.
 #[derive(Clone)]
-pub struct UnixStream(Arc<Socket<mio::net::UnixStream>>);
+pub struct UnixStream(Socket<mio::net::UnixStream>);
 
 impl UnixListener {
     pub fn bind<P: AsRef<Path>>(path: P) -> io::Result<UnixListener> {
-        Ok(UnixListener(Arc::new(Socket::new(
-            mio::net::UnixListener::bind(path)?,
-        )?)))
+        Ok(UnixListener(Socket::new(mio::net::UnixListener::bind(
+            path,
+        )?)?))
     }
 
     /// Adopts a std listener (made non-blocking).
     pub fn from_std(l: std::os::unix::net::UnixListener) -> io::Result<UnixListener> {
         l.set_nonblocking(true)?;
-        Ok(UnixListener(Arc::new(Socket::new(
+        Ok(UnixListener(Socket::new(
             mio::net::UnixListener::from_std(l),
-        )?)))
+        )?))
     }
 
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
         let (s, peer) = self.0.io(Dir::Read, |l| l.accept())?;
-        Ok((UnixStream(Arc::new(Socket::new(s)?)), peer))
+        Ok((UnixStream(Socket::new(s)?), peer))
     }
 
     /// An endless iterator of `accept` results.
@@ -93,7 +92,7 @@ impl UnixStream {
     pub fn connect<P: AsRef<Path>>(path: P) -> io::Result<UnixStream> {
         loop {
             match mio::net::UnixStream::connect(path.as_ref()) {
-                Ok(s) => return Ok(UnixStream(Arc::new(Socket::new(s)?))),
+                Ok(s) => return Ok(UnixStream(Socket::new(s)?)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     crate::time::sleep(Duration::from_millis(1))
                 }
@@ -106,18 +105,13 @@ impl UnixStream {
     /// A connected pair.
     pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
         let (a, b) = mio::net::UnixStream::pair()?;
-        Ok((
-            UnixStream(Arc::new(Socket::new(a)?)),
-            UnixStream(Arc::new(Socket::new(b)?)),
-        ))
+        Ok((UnixStream(Socket::new(a)?), UnixStream(Socket::new(b)?)))
     }
 
     /// Adopts a std stream (made non-blocking).
     pub fn from_std(s: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
         s.set_nonblocking(true)?;
-        Ok(UnixStream(Arc::new(Socket::new(
-            mio::net::UnixStream::from_std(s),
-        )?)))
+        Ok(UnixStream(Socket::new(mio::net::UnixStream::from_std(s))?))
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -44,13 +44,31 @@
 //! descriptor named by a stale event safely. Each reuse bumps the generation carried in the
 //! top 16 bits of the token (the address takes the low 48 bits on every Linux target), and
 //! the poller ignores an event whose generation is not the current one.
+//!
+//! # Handles
+//! A socket's handles (`try_clone`) share its descriptor and count themselves in it: the last
+//! one to drop deregisters and closes the socket. The count lives in [`Rare`], so a socket
+//! never cloned has no counter (its one handle is the last); `share` installs `Rare` before
+//! it counts, so a second handle always finds it.
+//!
+//! # Size
+//! Every connection has one, so a descriptor is one 64-byte cache line, carved from leaked
+//! chunks (no allocator header): each half's lock is one byte ([`SpinLock`]; its critical
+//! sections are a few instructions, and waiters are unparked after it is released), and what
+//! most sockets never use (deadlines, timeouts, a second handle) lives in a [`Rare`] allocated
+//! the first time it is needed. A `Mutex` per half and the times inline made it 128 bytes plus
+//! the allocator's 16, and an `Arc` around each socket cost 48 more.
 
 use super::poller;
+use crate::chan::lock::SpinLock;
 use crate::g::{self, GRef};
 use crate::sched::timers::{nanos_at, now_nanos, NONE};
+use std::cell::UnsafeCell;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Ordering,
+};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -67,17 +85,50 @@ const ADDR_MASK: usize = (1 << ADDR_BITS) - 1;
 const THREAD_SLICE: Duration = Duration::from_millis(50);
 
 pub(crate) struct PollDesc {
-    /// Bumped on every release; the token's tag (its low 16 bits).
-    gen: AtomicU32,
-    fd: AtomicI32,
+    /// Bumped on every release; the token's tag.
+    gen: AtomicU16,
     closed: AtomicBool,
+    /// `set_nonblocking(true)`: calls fail with `WouldBlock` instead of waiting.
+    nonblocking: AtomicBool,
+    fd: AtomicI32,
+    /// Null until first needed; then kept (reset) across reuses.
+    rare: AtomicPtr<Rare>,
     read: Half,
     write: Half,
 }
 
+/// What most sockets never use (see "Size" in the module comment).
+struct Rare {
+    read: HalfTimes,
+    write: HalfTimes,
+    /// The socket's handles (see "Handles").
+    handles: AtomicU32,
+}
+
+struct HalfTimes {
+    /// Go-style deadline, `now_nanos` scale; `NONE` when unset.
+    deadline: AtomicU64,
+    /// std-style per-call timeout in nanoseconds; 0 when unset.
+    timeout: AtomicU64,
+}
+
+impl HalfTimes {
+    fn new() -> HalfTimes {
+        HalfTimes {
+            deadline: AtomicU64::new(NONE),
+            timeout: AtomicU64::new(0),
+        }
+    }
+}
+
 struct Half {
-    state: Mutex<HalfState>,
-    /// Readiness edges dispatched to this half so far (bumped before `state` is taken).
+    /// Guards `ready` and `waiters`.
+    lock: SpinLock,
+    /// An edge arrived that no waiter has consumed.
+    ready: UnsafeCell<bool>,
+    /// Goroutines parked on this half (more than one when several share the socket).
+    waiters: UnsafeCell<Waiters>,
+    /// Readiness edges dispatched to this half so far (bumped before the lock is taken).
     edges: AtomicU32,
     /// A hint: the last call moved fewer bytes than asked and no edge came since, so the next
     /// call waits before it tries (see "Short transfers" in the module comment).
@@ -86,18 +137,25 @@ struct Half {
     /// call returns at once whatever came before, so it must never wait first. Sticky until
     /// the descriptor is recycled.
     hup: AtomicBool,
-    /// Go-style deadline, `now_nanos` scale; `NONE` when unset.
-    deadline: AtomicU64,
-    /// std-style per-call timeout in nanoseconds; 0 when unset.
-    timeout: AtomicU64,
 }
 
-#[derive(Default)]
-struct HalfState {
-    /// An edge arrived that no waiter has consumed.
-    ready: bool,
-    /// Goroutines parked on this half (more than one when several share the socket).
-    waiters: Waiters,
+// SAFETY: `ready` and `waiters` are only touched under `lock` (through `Locked`); the rest are
+// atomics. `GRef`s are `Send`.
+unsafe impl Sync for Half {}
+
+/// A half's lock, held: its `ready` and `waiters`.
+struct Locked<'a> {
+    half: &'a Half,
+    ready: &'a mut bool,
+    waiters: &'a mut Waiters,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `Locked` exists only while its half's lock is held (`Half::lock`), and this
+        // drop ends that; the references it holds are not used after it.
+        unsafe { self.half.lock.unlock() };
+    }
 }
 
 /// A half's waiters: almost always one, kept inline (no allocation per connection); more
@@ -143,37 +201,52 @@ impl Waiters {
     }
 
     /// Takes every waiter.
-    fn take(&mut self) -> impl Iterator<Item = GRef> {
-        let more = self.more.take().map(|b| *b).unwrap_or_default();
-        self.one.take().into_iter().chain(more)
+    #[allow(clippy::box_collection)]
+    fn take_all(&mut self) -> (Option<GRef>, Option<Box<Vec<GRef>>>) {
+        (self.one.take(), self.more.take())
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.one.is_some()) + self.more.as_ref().map_or(0, |m| m.len())
     }
 }
 
 impl Half {
     fn new() -> Half {
         Half {
-            state: Mutex::new(HalfState::default()),
+            lock: SpinLock::new(),
+            ready: UnsafeCell::new(false),
+            waiters: UnsafeCell::new(Waiters::default()),
             edges: AtomicU32::new(0),
             drained: AtomicBool::new(false),
             hup: AtomicBool::new(false),
-            deadline: AtomicU64::new(NONE),
-            timeout: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HalfState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> Locked<'_> {
+        self.lock.lock();
+        // SAFETY: we hold the lock, which guards these two cells; the references live in the
+        // guard, which releases the lock when it drops.
+        unsafe {
+            Locked {
+                half: self,
+                ready: &mut *self.ready.get(),
+                waiters: &mut *self.waiters.get(),
+            }
+        }
     }
 
-    /// Unparks every waiter (they look at the state again); returns how many.
+    /// Unparks every waiter (they look at the state again); returns how many. They are taken
+    /// off the list under the lock and unparked after it is released.
     fn wake_all(&self, queue: &mut impl FnMut(GRef)) -> usize {
-        let mut st = self.lock();
+        let st = self.lock();
+        let (one, more) = st.waiters.take_all();
+        drop(st);
         let mut n = 0;
-        for w in st.waiters.take() {
+        for w in one.into_iter().chain(more.into_iter().flat_map(|b| *b)) {
             g::unpark_with(&w, queue);
             n += 1;
         }
-        drop(st);
         if n > 0 {
             if let Some(p) = super::active() {
                 p.sub_waiters(n);
@@ -186,18 +259,33 @@ impl Half {
 /// Free descriptors (leaked, recycled).
 static FREE: Mutex<Vec<&'static PollDesc>> = Mutex::new(Vec::new());
 
+/// Descriptors carved at once when the free list is empty.
+const CHUNK: usize = 64;
+
 impl PollDesc {
+    fn new() -> PollDesc {
+        PollDesc {
+            gen: AtomicU16::new(0),
+            closed: AtomicBool::new(false),
+            nonblocking: AtomicBool::new(false),
+            fd: AtomicI32::new(-1),
+            rare: AtomicPtr::new(std::ptr::null_mut()),
+            read: Half::new(),
+            write: Half::new(),
+        }
+    }
+
     fn alloc() -> &'static PollDesc {
-        let free = FREE.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let d = free.unwrap_or_else(|| {
-            Box::leak(Box::new(PollDesc {
-                gen: AtomicU32::new(0),
-                fd: AtomicI32::new(-1),
-                closed: AtomicBool::new(false),
-                read: Half::new(),
-                write: Half::new(),
-            }))
-        });
+        let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+        if free.is_empty() {
+            let chunk: &'static [PollDesc] = (0..CHUNK)
+                .map(|_| PollDesc::new())
+                .collect::<Vec<_>>()
+                .leak();
+            free.extend(chunk.iter().rev());
+        }
+        let d = free.pop().expect("just refilled");
+        drop(free);
         assert_eq!(
             d as *const PollDesc as usize & !ADDR_MASK,
             0,
@@ -231,6 +319,66 @@ impl PollDesc {
         }
     }
 
+    /// The descriptor's `Rare` part, if it was ever needed.
+    fn rare(&self) -> Option<&Rare> {
+        // SAFETY: a non-null `rare` came from `Box::into_raw` in `rare_mut` and is never freed
+        // (it stays with the leaked descriptor).
+        unsafe { self.rare.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// The descriptor's `Rare` part, allocated on first use (with one handle: the socket had
+    /// only one until a `Rare` existed, see "Handles").
+    fn rare_mut(&self) -> &Rare {
+        if let Some(r) = self.rare() {
+            return r;
+        }
+        let fresh = Box::into_raw(Box::new(Rare {
+            read: HalfTimes::new(),
+            write: HalfTimes::new(),
+            handles: AtomicU32::new(1),
+        }));
+        if let Err(_other) = self.rare.compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            // SAFETY: `fresh` lost the race, so no one else ever saw it.
+            drop(unsafe { Box::from_raw(fresh) });
+        }
+        self.rare().expect("set above")
+    }
+
+    /// The deadline and timeout of `dir`, if any was ever set on this descriptor.
+    fn times(&self, dir: Dir) -> Option<&HalfTimes> {
+        let r = self.rare()?;
+        Some(match dir {
+            Dir::Read => &r.read,
+            Dir::Write => &r.write,
+        })
+    }
+
+    /// The deadline and timeout of `dir`, allocated on first use.
+    fn times_mut(&self, dir: Dir) -> &HalfTimes {
+        let r = self.rare_mut();
+        match dir {
+            Dir::Read => &r.read,
+            Dir::Write => &r.write,
+        }
+    }
+
+    /// `dir`'s Go-style deadline (`NONE`: unset).
+    fn deadline(&self, dir: Dir) -> u64 {
+        self.times(dir)
+            .map_or(NONE, |t| t.deadline.load(Ordering::Relaxed))
+    }
+
+    /// `dir`'s per-call timeout in nanoseconds (0: unset).
+    fn timeout(&self, dir: Dir) -> u64 {
+        self.times(dir)
+            .map_or(0, |t| t.timeout.load(Ordering::Relaxed))
+    }
+
     /// A readiness edge for `dir` (called by the poller; `hup`: the direction is closed or in
     /// error): wakes the half's waiters, or remembers it for the next one. Returns how many
     /// goroutines it woke.
@@ -240,9 +388,9 @@ impl PollDesc {
             half.hup.store(true, Ordering::Release);
         }
         half.edges.fetch_add(1, Ordering::AcqRel);
-        let mut st = half.lock();
+        let st = half.lock();
         if st.waiters.is_empty() {
-            st.ready = true;
+            *st.ready = true;
             return 0;
         }
         drop(st);
@@ -263,10 +411,17 @@ impl Registration {
         let desc = PollDesc::alloc();
         desc.fd.store(fd, Ordering::Relaxed);
         desc.closed.store(false, Ordering::Relaxed);
-        for half in [&desc.read, &desc.write] {
-            half.lock().ready = false;
-            half.deadline.store(NONE, Ordering::Relaxed);
-            half.timeout.store(0, Ordering::Relaxed);
+        desc.nonblocking.store(false, Ordering::Relaxed);
+        if let Some(r) = desc.rare() {
+            r.handles.store(1, Ordering::Relaxed);
+        }
+        for dir in [Dir::Read, Dir::Write] {
+            if let Some(t) = desc.times(dir) {
+                t.deadline.store(NONE, Ordering::Relaxed);
+                t.timeout.store(0, Ordering::Relaxed);
+            }
+            let half = desc.half(dir);
+            *half.lock().ready = false;
             half.drained.store(false, Ordering::Relaxed);
             half.hup.store(false, Ordering::Relaxed);
         }
@@ -278,8 +433,32 @@ impl Registration {
         Ok(Registration { desc })
     }
 
-    /// Deregisters `source` (the socket is being dropped: no one else uses it) and recycles
-    /// the descriptor.
+    /// Another handle to the same registration (see "Handles" in the module comment).
+    pub(crate) fn share(&self) -> Registration {
+        self.desc.rare_mut().handles.fetch_add(1, Ordering::Relaxed);
+        Registration { desc: self.desc }
+    }
+
+    /// Drops a handle; whether it was the last one (which must then `release`).
+    pub(crate) fn drop_handle(&self) -> bool {
+        match self.desc.rare() {
+            // No `Rare`: the socket was never shared, this is its one handle.
+            None => true,
+            Some(r) => r.handles.fetch_sub(1, Ordering::AcqRel) == 1,
+        }
+    }
+
+    /// `set_nonblocking` for every handle of the socket.
+    pub(crate) fn set_nonblocking(&self, on: bool) {
+        self.desc.nonblocking.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_nonblocking(&self) -> bool {
+        self.desc.nonblocking.load(Ordering::Relaxed)
+    }
+
+    /// Deregisters `source` (the last handle of the socket is being dropped: no one else uses
+    /// it) and recycles the descriptor.
     pub(crate) fn release(&self, source: &mut impl mio::event::Source) {
         if let Some(p) = super::active() {
             let _ = p.registry().deregister(source);
@@ -290,10 +469,12 @@ impl Registration {
         for half in [&d.read, &d.write] {
             // No one can be waiting: waiters borrow the socket, and leave the list before
             // their frame ends (`Unlist`).
-            let mut st = half.lock();
-            st.ready = false;
-            let stale = st.waiters.take().count();
+            let st = half.lock();
+            *st.ready = false;
+            let stale = st.waiters.len();
+            let taken = st.waiters.take_all();
             drop(st);
+            drop(taken);
             if stale > 0 {
                 if let Some(p) = super::active() {
                     p.sub_waiters(stale);
@@ -306,7 +487,7 @@ impl Registration {
     /// Runs the non-blocking call `f` until it does not fail with `WouldBlock`, waiting for
     /// readiness in `dir` in between (see the module comment for deadlines and timeouts).
     pub(crate) fn io<R>(&self, dir: Dir, mut f: impl FnMut() -> io::Result<R>) -> io::Result<R> {
-        let timeout = self.desc.half(dir).timeout.load(Ordering::Relaxed);
+        let timeout = self.desc.timeout(dir);
         let call_deadline = if timeout == 0 {
             NONE
         } else {
@@ -338,7 +519,7 @@ impl Registration {
             return self.io(dir, f);
         }
         if half.drained.swap(false, Ordering::Relaxed) && !half.hup.load(Ordering::Acquire) {
-            let timeout = half.timeout.load(Ordering::Relaxed);
+            let timeout = self.desc.timeout(dir);
             let call_deadline = if timeout == 0 {
                 NONE
             } else {
@@ -353,9 +534,9 @@ impl Registration {
             f()
         })?;
         if n > 0 && n < len && !half.hup.load(Ordering::Acquire) {
-            let mut st = half.lock();
+            let st = half.lock();
             if half.edges.load(Ordering::Acquire) == seen {
-                st.ready = false;
+                *st.ready = false;
                 half.drained.store(true, Ordering::Relaxed);
             }
         }
@@ -375,19 +556,20 @@ impl Registration {
     /// `call_deadline` (the per-call timeout) has passed, or after `close`.
     pub(crate) fn wait(&self, dir: Dir, call_deadline: u64) -> io::Result<()> {
         let half = self.desc.half(dir);
+        let desc = self.desc;
         let deadline = || {
-            let d = half.deadline.load(Ordering::Relaxed);
+            let d = desc.deadline(dir);
             (d.min(call_deadline), d <= call_deadline)
         };
         let Some(me) = crate::tls::current_g() else {
             return self.wait_thread(dir, deadline);
         };
         let key = me.as_ptr();
-        let mut st = half.lock();
+        let st = half.lock();
         if self.desc.closed.load(Ordering::Acquire) {
             return Err(closed_error());
         }
-        if std::mem::take(&mut st.ready) {
+        if std::mem::take(st.ready) {
             return Ok(());
         }
         let (until, go_style) = deadline();
@@ -452,10 +634,14 @@ impl Registration {
     /// Sets the Go-style deadline for `dir` (`None` clears it) and wakes its waiters so they
     /// use the new one.
     pub(crate) fn set_deadline(&self, dir: Dir, at: Option<Instant>) {
-        let half = self.desc.half(dir);
-        half.deadline
-            .store(at.map_or(NONE, nanos_at), Ordering::Relaxed);
-        half.wake_all(&mut crate::sched::ready);
+        let at = at.map_or(NONE, nanos_at);
+        if at != NONE || self.desc.times(dir).is_some() {
+            self.desc
+                .times_mut(dir)
+                .deadline
+                .store(at, Ordering::Relaxed);
+        }
+        self.desc.half(dir).wake_all(&mut crate::sched::ready);
     }
 
     /// Sets the std-style per-call timeout for `dir`, as std does: `Some(0)` is an error.
@@ -470,12 +656,17 @@ impl Registration {
             Some(d) => u64::try_from(d.as_nanos()).unwrap_or(NONE / 2).max(1),
             None => 0,
         };
-        self.desc.half(dir).timeout.store(nanos, Ordering::Relaxed);
+        if nanos != 0 || self.desc.times(dir).is_some() {
+            self.desc
+                .times_mut(dir)
+                .timeout
+                .store(nanos, Ordering::Relaxed);
+        }
         Ok(())
     }
 
     pub(crate) fn timeout(&self, dir: Dir) -> Option<Duration> {
-        match self.desc.half(dir).timeout.load(Ordering::Relaxed) {
+        match self.desc.timeout(dir) {
             0 => None,
             n => Some(Duration::from_nanos(n)),
         }
@@ -508,7 +699,7 @@ struct Unlist<'a> {
 
 impl Drop for Unlist<'_> {
     fn drop(&mut self) {
-        let mut st = self.half.lock();
+        let st = self.half.lock();
         if st.waiters.remove(self.key) {
             drop(st);
             if let Some(p) = super::active() {
@@ -531,5 +722,14 @@ fn timeout_error(go_style: bool) -> io::Error {
         io::Error::new(io::ErrorKind::TimedOut, "i/o timeout")
     } else {
         io::Error::from(io::ErrorKind::WouldBlock)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connection has one (see "Size" in the module comment).
+    #[test]
+    fn descriptor_is_one_cache_line() {
+        assert!(std::mem::size_of::<super::PollDesc>() <= 64);
     }
 }
