@@ -72,6 +72,14 @@ pub fn park() {
 /// check the condition and the time in a loop.
 pub fn park_timeout(dur: std::time::Duration) {
     let deadline = std::time::Instant::now().checked_add(dur);
+    if !park_in_goroutine(deadline) {
+        std::thread::park_timeout(dur);
+    }
+}
+
+/// The goroutine half of `park_timeout`, for a deadline the caller already has (`None`:
+/// none); `false` on a plain thread, where it does nothing.
+pub(crate) fn park_in_goroutine(deadline: Option<std::time::Instant>) -> bool {
     let parked = tls::with_current_g(|g| {
         g.map(|g| {
             if g.try_consume_token() {
@@ -88,9 +96,7 @@ pub fn park_timeout(dur: std::time::Duration) {
             }
         })
     });
-    if parked.is_none() {
-        std::thread::park_timeout(dur);
-    }
+    parked.is_some()
 }
 
 /// Lets other goroutines run: the current one goes to the back of the run queue. On a plain

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 /// returns no earlier than `d` from now.
 pub fn sleep(d: Duration) {
     match Instant::now().checked_add(d) {
+        Some(deadline) if !d.is_zero() => sleep_until_after_now(deadline),
         Some(deadline) => sleep_until(deadline),
         None => loop {
             crate::park(); // "forever"
@@ -40,11 +41,28 @@ pub fn sleep_until(deadline: Instant) {
         return;
     }
     loop {
-        let now = Instant::now();
-        if now >= deadline || crate::tls::current_is_dying() {
+        if Instant::now() >= deadline || crate::tls::current_is_dying() {
             return;
         }
-        crate::park_timeout(deadline - now);
+        sleep_until_after_now(deadline);
+    }
+}
+
+/// `sleep_until` for a deadline known to be in the future: parks first, then checks (one
+/// clock read less per sleep).
+fn sleep_until_after_now(deadline: Instant) {
+    loop {
+        if !crate::park::park_in_goroutine(Some(deadline)) {
+            // A plain thread.
+            let now = Instant::now();
+            if deadline > now {
+                std::thread::sleep(deadline - now);
+            }
+            return;
+        }
+        if Instant::now() >= deadline || crate::tls::current_is_dying() {
+            return;
+        }
     }
 }
 

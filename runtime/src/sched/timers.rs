@@ -45,6 +45,7 @@ use super::{Here, Runtime};
 use crate::g::{self, GRef};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -56,20 +57,42 @@ const CANCELLED: u8 = 2;
 /// `TimerHeap::next` when the heap is empty.
 pub(crate) const NONE: u64 = u64::MAX;
 
-/// The process's time origin: timers keep deadlines as nanoseconds since it.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+/// The process's time origin: timers keep deadlines as nanoseconds since it. Kept twice: as
+/// an `Instant` (to convert callers' deadlines) and as the raw `CLOCK_MONOTONIC` reading taken
+/// right after it (std's `Instant` on Linux is that clock), so [`now_nanos`] is one vDSO
+/// clock read and a subtraction: it runs at every schedule while timers are pending, and
+/// `Instant` arithmetic cost ~150 instructions per sleep. The raw origin is later than the
+/// `Instant` one by the few nanoseconds between the two reads, so a deadline converted by
+/// [`nanos_at`] fires that much late, never early.
+fn epoch() -> &'static (Instant, u64) {
+    static EPOCH: OnceLock<(Instant, u64)> = OnceLock::new();
+    EPOCH.get_or_init(|| {
+        let at = Instant::now();
+        (at, raw_monotonic_nanos())
+    })
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds.
+#[inline]
+fn raw_monotonic_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC exists on every Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Nanoseconds since the process's time origin.
+#[inline]
 pub(crate) fn now_nanos() -> u64 {
-    nanos_at(Instant::now())
+    raw_monotonic_nanos().saturating_sub(epoch().1)
 }
 
 /// `at` in nanoseconds since the time origin (0 for instants before it).
 pub(crate) fn nanos_at(at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(NONE - 1)
+    u64::try_from(at.saturating_duration_since(epoch().0).as_nanos()).unwrap_or(NONE - 1)
 }
 
 /// What a timer does when it fires.
@@ -79,6 +102,8 @@ pub(crate) enum Action {
     /// Call a function on whichever thread runs the timer; it must be short and must not
     /// switch goroutines (it runs on the scheduler's stack).
     Call(Box<dyn Fn() + Send + Sync>),
+    /// Nothing: an entry kept for reuse (`park_until`).
+    Idle,
 }
 
 /// One timer: fires once, or is cancelled first.
@@ -120,6 +145,7 @@ impl TimerEntry {
         match &self.action {
             Action::Wake(g) => g::unpark_with(g, to_tail),
             Action::Call(f) => f(),
+            Action::Idle => {}
         }
     }
 }
@@ -188,12 +214,13 @@ impl TimerHeap {
         self.next.store(top, Ordering::SeqCst);
     }
 
-    /// Pops up to `limit` entries due at `now` (claiming each) into `out`; drops cancelled
-    /// ones met on the way.
-    fn take_due(&self, now: u64, limit: usize, out: &mut Vec<Arc<TimerEntry>>) {
+    /// Pops up to `out.len()` entries due at `now` (claiming each) into `out`; drops
+    /// cancelled ones met on the way. Returns how many it stored.
+    fn take_due(&self, now: u64, out: &mut [MaybeUninit<Arc<TimerEntry>>]) -> usize {
+        let mut n = 0;
         let mut h = self.lock();
         while let Some(top) = h.heap.peek() {
-            if out.len() >= limit {
+            if n == out.len() {
                 break;
             }
             if top.0.when > now && top.0.is_pending() {
@@ -201,25 +228,38 @@ impl TimerHeap {
             }
             let Item(e) = h.heap.pop().expect("peeked");
             if e.when <= now && e.claim_fire() {
-                out.push(e);
+                out[n].write(e);
+                n += 1;
             }
         }
         let top = h.heap.peek().map_or(NONE, |i| i.0.when);
         self.next.store(top, Ordering::SeqCst);
+        n
     }
 
     /// Runs up to `limit` due timers; returns how many fired.
     fn run_due(&self, now: u64, limit: usize, to_tail: &mut impl FnMut(GRef)) -> usize {
-        if self.next.load(Ordering::Relaxed) > now || limit == 0 {
-            return 0;
+        // Taken in batches into a stack array (no allocation, and no initialising or dropping
+        // of unused slots, per schedule), fired outside the lock: an action may add a timer (a
+        // ticker re-arming).
+        const BATCH: usize = 32;
+        let mut fired = 0;
+        while fired < limit && self.next.load(Ordering::Relaxed) <= now {
+            let mut due = [const { MaybeUninit::<Arc<TimerEntry>>::uninit() }; BATCH];
+            let want = (limit - fired).min(BATCH);
+            let n = self.take_due(now, &mut due[..want]);
+            for slot in &mut due[..n] {
+                // SAFETY: `take_due` initialised the first `n` slots, and each is read once.
+                // (Should an action panic, the rest leak: never a double drop.)
+                let e = unsafe { slot.assume_init_read() };
+                e.fire(to_tail);
+            }
+            fired += n;
+            if n < want {
+                break;
+            }
         }
-        let mut due = Vec::new();
-        self.take_due(now, limit, &mut due);
-        // Fired outside the lock: an action may add a timer (a ticker re-arming).
-        for e in &due {
-            e.fire(to_tail);
-        }
-        due.len()
+        fired
     }
 
     /// Pending entries (for tests and statistics).
@@ -248,10 +288,50 @@ pub(crate) fn add(e: Arc<TimerEntry>) {
 /// Parks the calling goroutine `me` until it is unparked or `deadline` passes (may return
 /// early, like any park). The timer owns the reference it wakes through.
 pub(crate) fn park_until(me: GRef, deadline: Instant) {
-    let e = TimerEntry::new(nanos_at(deadline), Action::Wake(me));
+    let mut e = match take_spare_entry() {
+        Some(mut spare) => {
+            let fresh = Arc::get_mut(&mut spare).expect("spare entries are unshared");
+            fresh.when = nanos_at(deadline);
+            *fresh.state.get_mut() = PENDING;
+            fresh.action = Action::Wake(me);
+            spare
+        }
+        None => TimerEntry::new(nanos_at(deadline), Action::Wake(me)),
+    };
     add(e.clone());
     crate::park();
     e.cancel();
+    // Fired (or cancelled and already cleaned out of its heap): nobody else holds it, so keep
+    // the allocation for this M's next sleep instead of a free and a malloc per sleep.
+    if let Some(inner) = Arc::get_mut(&mut e) {
+        inner.action = Action::Idle; // drops the goroutine reference
+        put_spare_entry(e);
+    }
+}
+
+/// Timer entries kept for reuse by `park_until`, per M (a few: one per goroutine that sleeps
+/// at a time on this M is what is reused).
+const SPARE_ENTRIES: usize = 16;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Arc<TimerEntry>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runtime thread-locals are read through `#[inline(never)]` accessors (`tls.rs`): the
+/// goroutine calling these may resume on another thread between the two calls.
+#[inline(never)]
+fn take_spare_entry() -> Option<Arc<TimerEntry>> {
+    SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten()
+}
+
+#[inline(never)]
+fn put_spare_entry(e: Arc<TimerEntry>) {
+    let _ = SPARE.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_ENTRIES {
+            s.push(e);
+        }
+    });
 }
 
 impl Runtime {
