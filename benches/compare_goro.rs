@@ -287,21 +287,22 @@ fn sleep(n: usize) {
     let rss0 = workloads::rss_bytes();
     let t = Instant::now();
     let done = Arc::new(AtomicUsize::new(0));
-    let hs: Vec<_> = (0..n)
-        .map(|_| {
-            let done = done.clone();
-            goro::spawn(move || {
-                goro::time::sleep(std::time::Duration::from_millis(10));
-                done.fetch_add(1, Ordering::Relaxed);
-            })
-        })
-        .collect();
+    // A WaitGroup and detached goroutines, as the Go peer does: keeping 1M join handles
+    // would keep 1M finished goroutines' descriptors alive, which Go's program does not.
+    let wg = Arc::new(goro::sync::WaitGroup::new());
+    wg.add(n as isize);
+    for _ in 0..n {
+        let (done, wg) = (done.clone(), wg.clone());
+        goro::spawn(move || {
+            goro::time::sleep(std::time::Duration::from_millis(10));
+            done.fetch_add(1, Ordering::Relaxed);
+            wg.done();
+        });
+    }
     let spawn_ms = t.elapsed().as_secs_f64() * 1e3;
     let finished = done.load(Ordering::Relaxed);
     let rss = workloads::rss_bytes().saturating_sub(rss0);
-    for h in hs {
-        h.join().unwrap();
-    }
+    wg.wait();
     let el = t.elapsed();
     assert_eq!(done.load(Ordering::Relaxed), n);
     eprintln!("compare_goro: sleep n={n} spawn_ms {spawn_ms:.1} finished_at_sample {finished}");
