@@ -8,7 +8,7 @@
 //!   buffered, then get [`RecvError::Closed`]; a send on a closed channel hands the value back
 //!   in an error (never a panic, unless you ask for Go's with [`Sender::send_or_panic`]). When
 //!   every `Receiver` is dropped, sends fail the same way (nothing could ever receive).
-//! - [`select!`](crate::select) waits on several operations with one park (`select.rs`).
+//! - `goro::select!` waits on several operations with one park (`select.rs`).
 //!
 //! Everything parks the calling goroutine, never its OS thread; called from a plain thread it
 //! blocks the thread. Each call is a preemption point. During a runtime's shutdown, a
@@ -53,7 +53,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The engine behind [`select!`](crate::select); not a stable API.
+/// The engine behind `goro::select!`; not a stable API.
 #[doc(hidden)]
 pub mod __private {
     pub use super::select::{select, Case, Mode, RecvCase, SendCase};

@@ -9,7 +9,7 @@
 //!
 //! **A stack never moves while anything may point into it.**
 //!
-//! Each goroutine owns a [`StackSlot`]: a power-of-two range of reserved address space (256 KiB
+//! Each goroutine owns a `StackSlot`: a power-of-two range of reserved address space (256 KiB
 //! by default) whose pages the kernel commits on first touch. The MMU is the overflow check and
 //! growth costs one page fault per 4 KiB, no copy:
 //!
@@ -22,13 +22,13 @@
 //!   └────────────┴──────────────────────────────────────────────┴──────────┴─────────────────┘
 //! ```
 //!
-//! - Slots are carved from 16 GiB `MAP_NORESERVE` reservations ([`reservation`]), so a million
+//! - Slots are carved from 16 GiB `MAP_NORESERVE` reservations (`reservation.rs`), so a million
 //!   goroutines live in 16 mappings. The guard page is installed with `MADV_GUARD_INSTALL`
-//!   (batched, [`madvise`]), which does not split the mapping; older kernels fall back to
+//!   (batched, `madvise.rs`), which does not split the mapping; older kernels fall back to
 //!   `mprotect` and, when mappings run out, `spawn` fails with an error saying what to do.
 //! - A goroutine that overruns its slot faults on the guard page; the handler in `crate::signal`
 //!   prints `fatal error: stack overflow in goroutine <id> (limit <N> KiB)` and aborts.
-//! - Freed slots are reused through per-thread caches and a global list ([`pool`]), which
+//! - Freed slots are reused through per-thread caches and a global list (`pool.rs`), which
 //!   also says when their committed pages are given back.
 //! - For the garbage collector: [`release_below_sp`] gives back the pages of a *parked*
 //!   goroutine below its stack pointer minus a red zone, and [`stats`] reports usage.
