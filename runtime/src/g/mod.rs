@@ -576,7 +576,7 @@ mod tests {
     /// A G as its M sees it while running it (no slot, no cell: only the state word is used).
     #[cfg(loom)]
     fn g() -> G {
-        let g = G::new(0, 0, |_| {});
+        let g = G::new(SlotAddr::NONE, |_| {});
         g.transition_to_running();
         g
     }

@@ -95,6 +95,10 @@ pub(crate) struct StackSlot {
 pub(crate) struct SlotAddr(usize);
 
 impl SlotAddr {
+    /// No slot (models and tests that use a descriptor without a stack).
+    #[cfg(loom)]
+    pub(crate) const NONE: SlotAddr = SlotAddr(0);
+
     fn new(lo: usize, class: u8) -> SlotAddr {
         debug_assert_eq!(lo % PAGE, 0);
         SlotAddr(lo | class as usize)
