@@ -424,7 +424,11 @@ impl Drop for Entered {
 
 /// Whether sysmon asked the goroutine running on this thread's P to yield; clears the request.
 pub(crate) fn take_preempt_request() -> bool {
-    with_here(|h| h.and_then(|h| h.p).is_some_and(P::take_preempt_request))
+    // One thread-local read (every channel operation is a preemption point): the P only.
+    let p = tls::current_p();
+    // SAFETY: a non-null CURRENT_P is the P this thread's M holds while it runs goroutines;
+    // Ps live as long as their runtime, which outlives every goroutine running on it.
+    !p.is_null() && unsafe { &*p }.take_preempt_request()
 }
 
 /// Spawns: `make` builds the goroutine on the runtime this thread should use (starting a
