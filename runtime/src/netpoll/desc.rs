@@ -66,9 +66,7 @@ use crate::sched::timers::{nanos_at, now_nanos, NONE};
 use std::cell::UnsafeCell;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Ordering,
-};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -94,8 +92,9 @@ pub(crate) struct PollDesc {
     /// `set_nonblocking(true)`: calls fail with `WouldBlock` instead of waiting.
     nonblocking: AtomicBool,
     fd: AtomicI32,
-    /// Null until first needed; then kept (reset) across reuses.
-    rare: AtomicPtr<Rare>,
+    /// Null until first needed; then kept (reset) across reuses. Through the loom shim: the
+    /// install race and the handle count have a model (`loom_socket_handles`).
+    rare: crate::loom::AtomicPtr<Rare>,
     read: Half,
     write: Half,
 }
@@ -105,7 +104,7 @@ struct Rare {
     read: HalfTimes,
     write: HalfTimes,
     /// The socket's handles (see "Handles").
-    handles: AtomicU32,
+    handles: crate::loom::AtomicU32,
 }
 
 struct HalfTimes {
@@ -272,7 +271,7 @@ impl PollDesc {
             closed: AtomicBool::new(false),
             nonblocking: AtomicBool::new(false),
             fd: AtomicI32::new(-1),
-            rare: AtomicPtr::new(std::ptr::null_mut()),
+            rare: crate::loom::AtomicPtr::new(std::ptr::null_mut()),
             read: Half::new(),
             write: Half::new(),
         }
@@ -338,7 +337,7 @@ impl PollDesc {
         let fresh = Box::into_raw(Box::new(Rare {
             read: HalfTimes::new(),
             write: HalfTimes::new(),
-            handles: AtomicU32::new(1),
+            handles: crate::loom::AtomicU32::new(1),
         }));
         if let Err(_other) = self.rare.compare_exchange(
             std::ptr::null_mut(),
@@ -731,8 +730,58 @@ fn timeout_error(go_style: bool) -> io::Error {
 #[cfg(test)]
 mod tests {
     /// Every connection has one (see "Size" in the module comment).
+    #[cfg(not(loom))]
     #[test]
     fn descriptor_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<super::PollDesc>(), 64);
+    }
+
+    /// "Handles": a socket shared from two threads at once (one of them also setting a
+    /// timeout, which installs `Rare` too: three racing installs), then its handles dropped on
+    /// different threads: exactly one drop is the last.
+    #[cfg(loom)]
+    #[test]
+    fn loom_socket_handles() {
+        use super::{Dir, PollDesc, Registration};
+        use loom::sync::atomic::{AtomicUsize, Ordering};
+        loom::model(|| {
+            let desc: &'static PollDesc = Box::leak(Box::new(PollDesc::new()));
+            // The socket's first handle, borrowed by two threads (its drop is below).
+            let first: &'static Registration = Box::leak(Box::new(Registration { desc }));
+            let t1 = loom::thread::spawn(move || first.share());
+            let t2 = loom::thread::spawn(move || {
+                first
+                    .set_timeout(Dir::Read, Some(std::time::Duration::from_secs(1)))
+                    .unwrap();
+                first.share()
+            });
+            let b = t1.join().unwrap();
+            let c = t2.join().unwrap();
+            // Each handle leaves `alive` before it drops; the last drop must find it at 0.
+            let alive = loom::sync::Arc::new(AtomicUsize::new(3));
+            let drop_one = |h: Registration, alive: &AtomicUsize| {
+                alive.fetch_sub(1, Ordering::Relaxed);
+                let last = h.drop_handle();
+                assert!(
+                    !last || alive.load(Ordering::Relaxed) == 0,
+                    "closed under a live handle"
+                );
+                last
+            };
+            let a3 = alive.clone();
+            let t3 = loom::thread::spawn(move || drop_one(b, &a3));
+            let lasts = [
+                drop_one(c, &alive),
+                drop_one(Registration { desc }, &alive),
+                t3.join().unwrap(),
+            ];
+            assert_eq!(
+                lasts.iter().filter(|&&l| l).count(),
+                1,
+                "exactly one last handle"
+            );
+            let count = desc.rare().expect("shared").handles.load(Ordering::Relaxed);
+            assert_eq!(count, 0, "every handle counted once");
+        });
     }
 }
