@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 pub fn sleep(d: Duration) {
     match Instant::now().checked_add(d) {
         Some(deadline) if !d.is_zero() => sleep_until_after_now(deadline),
-        Some(deadline) => sleep_until(deadline),
+        Some(_) => {}
         None => loop {
             crate::park(); // "forever"
             if crate::tls::current_is_dying() {
@@ -33,17 +33,7 @@ pub fn sleep(d: Duration) {
 
 /// Parks the calling goroutine until `deadline` (a plain thread sleeps).
 pub fn sleep_until(deadline: Instant) {
-    if crate::tls::with_current_g(|g| g.is_none()) {
-        let now = Instant::now();
-        if deadline > now {
-            std::thread::sleep(deadline - now);
-        }
-        return;
-    }
-    loop {
-        if Instant::now() >= deadline || crate::tls::current_is_dying() {
-            return;
-        }
+    if Instant::now() < deadline {
         sleep_until_after_now(deadline);
     }
 }
