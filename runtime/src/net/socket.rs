@@ -247,4 +247,44 @@ macro_rules! stream_read_write {
     };
 }
 
-pub(crate) use {stream_read_write, timeouts_and_deadlines};
+/// What every socket type has, for a type `$t` wrapping a `Socket<_>` as field 0: another
+/// impl block with `try_clone`, `take_error`, `set_nonblocking` and Go's `close`, and
+/// `AsRawFd`.
+macro_rules! socket_handle {
+    ($t:ty) => {
+        impl $t {
+            /// Another handle to the same socket: shared, not `dup`ed (see `net/mod.rs`); the
+            /// socket closes when the last handle drops.
+            pub fn try_clone(&self) -> io::Result<$t> {
+                Ok(self.clone())
+            }
+
+            /// The socket's pending error (`SO_ERROR`), cleared by reading it.
+            pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+                self.0.get().take_error()
+            }
+
+            /// With `true`, calls (`accept` on a listener) fail with `WouldBlock` instead of
+            /// waiting. For every handle of the socket.
+            pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+                self.0.set_nonblocking(nonblocking)
+            }
+
+            /// Go's `Close`: goroutines blocked on the socket (in `accept`, a read or a write)
+            /// wake with "use of closed network connection", every later call fails the same
+            /// way, and a connected peer sees the connection shut down. The descriptor (and a
+            /// listener's port) is released when the last handle drops.
+            pub fn close(&self) -> io::Result<()> {
+                self.0.close()
+            }
+        }
+
+        impl AsRawFd for $t {
+            fn as_raw_fd(&self) -> RawFd {
+                self.0.as_raw_fd()
+            }
+        }
+    };
+}
+
+pub(crate) use {socket_handle, stream_read_write, timeouts_and_deadlines};

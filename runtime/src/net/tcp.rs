@@ -1,7 +1,7 @@
 //! `TcpListener` and `TcpStream` (std's API; see `net/mod.rs` for what differs).
 
 use super::each_addr;
-use super::socket::{stream_read_write, timeouts_and_deadlines, Socket};
+use super::socket::{socket_handle, stream_read_write, timeouts_and_deadlines, Socket};
 use crate::netpoll::Dir;
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -79,11 +79,6 @@ impl TcpListener {
         self.0.get().local_addr()
     }
 
-    /// Another handle to the same listener.
-    pub fn try_clone(&self) -> io::Result<TcpListener> {
-        Ok(self.clone())
-    }
-
     pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
         self.0.get().set_ttl(ttl)
     }
@@ -92,26 +87,13 @@ impl TcpListener {
         self.0.get().ttl()
     }
 
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.0.get().take_error()
-    }
-
-    /// With `true`, `accept` fails with `WouldBlock` instead of waiting.
-    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.0.set_nonblocking(nonblocking)
-    }
-
     /// Go's `SetDeadline` for `accept`: after `at`, it fails with `TimedOut`.
     pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
         self.0.set_deadline(Some(Dir::Read), at)
     }
-
-    /// Go's `Close`: goroutines blocked in `accept` wake with an error, and so does every
-    /// later call. The port is released when the last handle drops.
-    pub fn close(&self) -> io::Result<()> {
-        self.0.close()
-    }
 }
+
+socket_handle!(TcpListener);
 
 /// Go's `maxListenerBacklog`: `net.core.somaxconn`, read once (the kernel caps larger values
 /// to it anyway), or 4096 when it cannot be read.
@@ -201,11 +183,6 @@ impl TcpStream {
         self.0.get().shutdown(how)
     }
 
-    /// Another handle to the same connection (shared, not `dup`ed: see `net/mod.rs`).
-    pub fn try_clone(&self) -> io::Result<TcpStream> {
-        Ok(self.clone())
-    }
-
     timeouts_and_deadlines!();
 
     /// Reads without removing the data from the queue; waits like `read`.
@@ -228,37 +205,11 @@ impl TcpStream {
     pub fn ttl(&self) -> io::Result<u32> {
         self.0.get().ttl()
     }
-
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.0.get().take_error()
-    }
-
-    /// With `true`, calls fail with `WouldBlock` instead of waiting.
-    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.0.set_nonblocking(nonblocking)
-    }
-
-    /// Go's `Close`: goroutines blocked on this connection wake with an error, every later
-    /// call fails, and the peer sees the connection shut down. The descriptor is closed when
-    /// the last handle drops.
-    pub fn close(&self) -> io::Result<()> {
-        self.0.close()
-    }
 }
+
+socket_handle!(TcpStream);
 
 stream_read_write!(TcpStream);
-
-impl AsRawFd for TcpStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-impl AsRawFd for TcpListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

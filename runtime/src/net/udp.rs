@@ -1,6 +1,6 @@
 //! `UdpSocket` (std's API; see `net/mod.rs` for what differs).
 
-use super::socket::{timeouts_and_deadlines, Socket};
+use super::socket::{socket_handle, timeouts_and_deadlines, Socket};
 use super::{each_addr, resolve};
 use crate::netpoll::Dir;
 use std::fmt;
@@ -70,11 +70,6 @@ impl UdpSocket {
         self.0.get().peer_addr()
     }
 
-    /// Another handle to the same socket (shared, see `net/mod.rs`).
-    pub fn try_clone(&self) -> io::Result<UdpSocket> {
-        Ok(self.clone())
-    }
-
     timeouts_and_deadlines!();
 
     pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
@@ -120,27 +115,9 @@ impl UdpSocket {
     pub fn leave_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> io::Result<()> {
         self.0.get().leave_multicast_v6(multiaddr, interface)
     }
-
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.0.get().take_error()
-    }
-
-    /// With `true`, calls fail with `WouldBlock` instead of waiting.
-    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.0.set_nonblocking(nonblocking)
-    }
-
-    /// Go's `Close`: blocked goroutines wake with an error, and every later call fails.
-    pub fn close(&self) -> io::Result<()> {
-        self.0.close()
-    }
 }
 
-impl AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
+socket_handle!(UdpSocket);
 
 impl fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,7 +1,7 @@
 //! `UnixListener` and `UnixStream` (std's `std::os::unix::net` API; see `net/mod.rs` for what
 //! differs).
 
-use super::socket::{stream_read_write, timeouts_and_deadlines, Socket};
+use super::socket::{socket_handle, stream_read_write, timeouts_and_deadlines, Socket};
 use crate::netpoll::Dir;
 use std::fmt;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -48,30 +48,13 @@ impl UnixListener {
         self.0.get().local_addr()
     }
 
-    /// Another handle to the same listener.
-    pub fn try_clone(&self) -> io::Result<UnixListener> {
-        Ok(self.clone())
-    }
-
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.0.get().take_error()
-    }
-
-    /// With `true`, `accept` fails with `WouldBlock` instead of waiting.
-    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.0.set_nonblocking(nonblocking)
-    }
-
     /// Go's `SetDeadline` for `accept`.
     pub fn set_deadline(&self, at: Option<Instant>) -> io::Result<()> {
         self.0.set_deadline(Some(Dir::Read), at)
     }
-
-    /// Go's `Close`: goroutines blocked in `accept` wake with an error.
-    pub fn close(&self) -> io::Result<()> {
-        self.0.close()
-    }
 }
+
+socket_handle!(UnixListener);
 
 /// `UnixListener::incoming`.
 pub struct UnixIncoming<'a> {
@@ -127,40 +110,12 @@ impl UnixStream {
         self.0.get().shutdown(how)
     }
 
-    /// Another handle to the same stream (shared, see `net/mod.rs`).
-    pub fn try_clone(&self) -> io::Result<UnixStream> {
-        Ok(self.clone())
-    }
-
     timeouts_and_deadlines!();
-
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.0.get().take_error()
-    }
-
-    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.0.set_nonblocking(nonblocking)
-    }
-
-    /// Go's `Close`: blocked goroutines wake with an error, and every later call fails.
-    pub fn close(&self) -> io::Result<()> {
-        self.0.close()
-    }
 }
+
+socket_handle!(UnixStream);
 
 stream_read_write!(UnixStream);
-
-impl AsRawFd for UnixStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-impl AsRawFd for UnixListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
 
 impl fmt::Debug for UnixStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
