@@ -488,13 +488,25 @@ impl Registration {
 
     /// Runs the non-blocking call `f` until it does not fail with `WouldBlock`, waiting for
     /// readiness in `dir` in between (see the module comment for deadlines and timeouts).
-    pub(crate) fn io<R>(&self, dir: Dir, mut f: impl FnMut() -> io::Result<R>) -> io::Result<R> {
-        let timeout = self.desc.timeout(dir);
-        let call_deadline = if timeout == 0 {
-            NONE
-        } else {
-            now_nanos().saturating_add(timeout)
-        };
+    pub(crate) fn io<R>(&self, dir: Dir, f: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+        self.io_until(dir, self.call_deadline(dir), f)
+    }
+
+    /// When a call on `dir` that starts now must end: its per-call timeout from now, or `NONE`.
+    fn call_deadline(&self, dir: Dir) -> u64 {
+        match self.desc.timeout(dir) {
+            0 => NONE,
+            t => now_nanos().saturating_add(t),
+        }
+    }
+
+    /// `io` with the call's deadline already computed.
+    fn io_until<R>(
+        &self,
+        dir: Dir,
+        call_deadline: u64,
+        mut f: impl FnMut() -> io::Result<R>,
+    ) -> io::Result<R> {
         loop {
             self.check_open()?;
             match f() {
@@ -509,7 +521,8 @@ impl Registration {
     /// `io` for a read or write of `len` bytes that returns how many it moved. A transfer
     /// shorter than asked emptied the receive buffer (or filled the send buffer): if no edge
     /// came during it, the half's `ready` is stale and the next call waits before it tries,
-    /// saving the system call that would fail with `WouldBlock` (tokio does the same).
+    /// saving the system call that would fail with `WouldBlock` (tokio does the same). The
+    /// per-call timeout covers that first wait and the call's own, together.
     pub(crate) fn io_bytes(
         &self,
         dir: Dir,
@@ -520,18 +533,13 @@ impl Registration {
         if len == 0 {
             return self.io(dir, f);
         }
+        let call_deadline = self.call_deadline(dir);
         if half.drained.swap(false, Ordering::Relaxed) && !half.hup.load(Ordering::Acquire) {
-            let timeout = self.desc.timeout(dir);
-            let call_deadline = if timeout == 0 {
-                NONE
-            } else {
-                now_nanos().saturating_add(timeout)
-            };
             self.check_open()?;
             self.wait(dir, call_deadline)?;
         }
         let mut seen = 0;
-        let n = self.io(dir, || {
+        let n = self.io_until(dir, call_deadline, || {
             seen = half.edges.load(Ordering::Acquire);
             f()
         })?;
