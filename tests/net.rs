@@ -178,13 +178,15 @@ fn close_wakes_blocked_goroutines() {
     goro::Builder::new().max_procs(2).run(|| {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let l2 = l.clone();
-        let acceptor = goro::spawn(move || l2.accept().map(|_| ()).unwrap_err());
         let keep = {
             let c = TcpStream::connect(addr).unwrap();
             let (s, _) = l.accept().unwrap();
             (c, s)
         };
+        // Spawned only now: started earlier, it could take the connection above, leaving the
+        // accept above waiting for good.
+        let l2 = l.clone();
+        let acceptor = goro::spawn(move || l2.accept().map(|_| ()).unwrap_err());
         let c = keep.0.clone();
         let reader = goro::spawn(move || (&c).read(&mut [0u8; 8]).unwrap_err());
         goro::time::sleep(Duration::from_millis(20));
