@@ -18,6 +18,27 @@ fn spawn_join_values() {
     );
 }
 
+/// Closures of any size run (two words or less are kept inline in the goroutine's descriptor
+/// until it runs, larger ones boxed; `runtime/src/g/body.rs`).
+#[test]
+fn closures_large_and_small() {
+    let r = goro::run(|| {
+        let big = [3u64; 64];
+        let unit = goro::spawn(|| ());
+        let word = goro::spawn(move || big[0]);
+        let large = goro::spawn(move || big.iter().sum::<u64>());
+        let aligned = {
+            #[repr(align(64))]
+            struct Wide(u8);
+            let w = Wide(9);
+            goro::spawn(move || w.0 as u64)
+        };
+        unit.join().unwrap();
+        word.join().unwrap() + large.join().unwrap() + aligned.join().unwrap()
+    });
+    assert_eq!(r, 3 + 3 * 64 + 9);
+}
+
 #[test]
 fn go_macro_and_ids() {
     goro::run(|| {

@@ -169,3 +169,39 @@ fn many_parked_goroutines_are_reclaimed_and_the_runtime_restarts() {
         assert_eq!(goro::num_goroutine(), 0);
     }
 }
+
+/// Goroutines that never ran are dropped with the runtime: their closures (kept inline when
+/// small, boxed when large) drop what they captured, and they never took a stack.
+#[test]
+fn goroutines_that_never_ran_drop_their_closures() {
+    let _s = serial();
+    let shared = Arc::new(AtomicUsize::new(0));
+    let s2 = shared.clone();
+    let handles = goro::Builder::new().max_procs(1).run(move || {
+        let mut hs = Vec::new();
+        for i in 0..100usize {
+            let small = s2.clone(); // closure of one word: inline
+            hs.push(goro::spawn(move || small.fetch_add(i, Ordering::SeqCst)));
+            let big = (s2.clone(), [i; 8]); // nine words: boxed
+            hs.push(goro::spawn(move || {
+                big.0.fetch_add(big.1[7], Ordering::SeqCst)
+            }));
+            let eager = s2.clone(); // takes its stack at spawn
+            hs.push(goro::try_spawn(move || eager.fetch_add(i, Ordering::SeqCst)).unwrap());
+        }
+        // One P, and main never parks: none of them ran, so none holds a stack yet.
+        assert!(hs
+            .iter()
+            .all(|h| goro::stack::committed_bytes(&h.goroutine()) == 0));
+        // Spawned last, so it is in `runnext` and runs first once main returns; it holds the
+        // one P until the shutdown has asked the M to stop, so the others never run.
+        goro::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        hs
+    });
+    assert_eq!(shared.load(Ordering::SeqCst), 0, "a goroutine ran");
+    assert_eq!(Arc::strong_count(&shared), 1, "a closure was not dropped");
+    for h in handles {
+        let err = h.join().unwrap_err();
+        assert!(err.message().unwrap().contains("dropped"), "{err:?}");
+    }
+}

@@ -125,8 +125,9 @@ fn release_below_sp_lowers_committed_and_goroutine_still_runs() {
 #[test]
 fn stats_and_trim() {
     goro::run(|| {
+        // `try_spawn` takes each stack now (`spawn` would wait for the goroutine's first run).
         let hs: Vec<_> = (0..300)
-            .map(|i| goro::spawn(move || use_stack(i % 64)))
+            .map(|i| goro::try_spawn(move || use_stack(i % 64)).unwrap())
             .collect();
         let s = goro::stack::stats();
         assert!(s.reservations >= 1);

@@ -11,8 +11,10 @@ use std::fmt;
 /// Works from a goroutine or from a plain thread; from a plain thread with no runtime running
 /// it starts a background runtime with default settings.
 ///
-/// # Panics
-/// If no stack slot can be had (see [`SpawnError`]); [`try_spawn`] returns the error instead.
+/// The goroutine takes its stack when it first runs. If no stack slot can be had then (see
+/// [`SpawnError`]), it ends at once: its [`JoinHandle::join`] returns a [`Panic`] saying why,
+/// and the reason is printed to stderr. [`try_spawn`] takes the stack at the call and returns
+/// the error instead, at the cost of holding the stack while the goroutine waits to run.
 ///
 /// ```
 /// # extern crate goro_runtime as goro;
@@ -24,13 +26,17 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    match try_spawn(f) {
+    let deferred = SpawnBuilder {
+        slot_now: false,
+        ..SpawnBuilder::new()
+    };
+    match deferred.spawn(f) {
         Ok(h) => h,
-        Err(e) => panic!("goro::spawn failed: {e}"),
+        Err(e) => unreachable!("a spawn that defers its stack has nothing to fail on: {e}"),
     }
 }
 
-/// Like [`spawn`], but returns an error instead of panicking when no stack can be had.
+/// Like [`spawn`], but takes the goroutine's stack now, and returns an error if none can be had.
 pub fn try_spawn<F, T>(f: F) -> Result<JoinHandle<T>, SpawnError>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -58,14 +64,27 @@ macro_rules! go {
 }
 
 /// Options for one goroutine (std's `thread::Builder` for goroutines).
-#[derive(Debug, Clone, Default)]
+///
+/// A goroutine spawned through a builder takes its stack at the call (as [`try_spawn`] does).
+#[derive(Debug, Clone)]
 pub struct SpawnBuilder {
     stack_size: Option<usize>,
+    /// Take the stack slot at spawn rather than at first run (see [`spawn`]).
+    slot_now: bool,
+}
+
+impl Default for SpawnBuilder {
+    fn default() -> SpawnBuilder {
+        SpawnBuilder::new()
+    }
 }
 
 impl SpawnBuilder {
     pub fn new() -> SpawnBuilder {
-        SpawnBuilder::default()
+        SpawnBuilder {
+            stack_size: None,
+            slot_now: true,
+        }
     }
 
     /// Stack size for this goroutine in bytes, rounded up to a power of two between 16 KiB
@@ -111,7 +130,7 @@ impl SpawnBuilder {
         T: Send + 'static,
     {
         let size = self.stack_size.unwrap_or(rt.config.stack_size);
-        let (cell, sched_ref) = g::new_goroutine(f, size, rt.id).map_err(SpawnError)?;
+        let (cell, sched_ref) = g::new_goroutine(f, size, self.slot_now).map_err(SpawnError)?;
         Ok((JoinHandle { cell }, sched_ref))
     }
 }

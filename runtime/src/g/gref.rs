@@ -12,13 +12,11 @@
 //! other threads happens before it is freed. The header carries `destroy`, instantiated for
 //! the cell's `T`, which drops the cell and returns its memory to the slab.
 
-use super::{slab, Coro, Switch, G};
-use crate::stack::{GuardError, StackSlot};
-use corosensei::Yielder;
+use super::{slab, Body, G};
+use crate::stack::{GuardError, SlotAddr, StackSlot};
 use std::alloc::Layout;
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, Ordering};
 
@@ -126,21 +124,25 @@ unsafe fn destroy<T>(ptr: NonNull<G>) {
     }
 }
 
-/// Creates a goroutine running `f` on a fresh slot and returns its cell, not yet queued, with
-/// its scheduling reference (the cell starts with both references counted: one
-/// read-modify-write less than cloning on every spawn).
+/// Creates a goroutine running `f` and returns its cell, not yet queued, with its scheduling
+/// reference (the cell starts with both references counted: one read-modify-write less than
+/// cloning on every spawn). The goroutine takes a slot for `stack_size` bytes when it first
+/// runs, or now if `slot_now` (so that running out of address space is an error here).
 pub(crate) fn new_goroutine<F, T>(
     f: F,
     stack_size: usize,
-    runtime: usize,
+    slot_now: bool,
 ) -> Result<(TypedGRef<T>, GRef), GuardError>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let slot = StackSlot::new(stack_size)?;
-    let header = G::new(slot.addr(), destroy::<T>);
-    let id = header.id;
+    let slot = if slot_now {
+        StackSlot::new(stack_size)?.into_addr()
+    } else {
+        SlotAddr::deferred(stack_size)
+    };
+    let header = G::new(Body::new(f, slot), destroy::<T>);
     let mem = slab::alloc(Layout::new::<GCell<T>>()).cast::<GCell<T>>();
     // SAFETY: fresh memory of the right layout, written once before anything reads it.
     unsafe {
@@ -153,34 +155,6 @@ where
         r: GRef { ptr: mem.cast() },
         _out: PhantomData,
     };
-    let gp: *const G = mem.as_ptr().cast();
-    slot.set_owner(gp as usize, runtime);
-    // SAFETY: the cell is alive while the coroutine runs (the M running it holds a reference).
-    let out: *const OutputSlot<T> = unsafe { &(*mem.as_ptr()).out };
-    let coro = Coro::with_stack(slot, move |yielder: &Yielder<(), Switch>, ()| {
-        let frame = crate::g::Frame::new(yielder);
-        // SAFETY: `gp` points into the cell, which the M running us keeps alive; we are the
-        // goroutine, and `frame` lives in this coroutine's initial frame, which stays put
-        // (stacks never move) until the coroutine returns.
-        unsafe { (*gp).set_frame(&frame) };
-        let mut result = catch_unwind(AssertUnwindSafe(f)).map_err(crate::Panic::new);
-        // SAFETY: as above.
-        if unsafe { (*gp).is_dying() } {
-            // Unwound by the runtime's shutdown (corosensei's forced unwind, caught here).
-            result = Err(crate::Panic::dropped(id));
-        }
-        // Goroutine-locals die inside the goroutine, before its result is published.
-        if let Some(p) = crate::local::drop_goroutine_locals(&frame.locals) {
-            if result.is_ok() {
-                result = Err(crate::Panic::new(p));
-            }
-        }
-        // SAFETY: the output is written once, here, before the coroutine returns and the M
-        // publishes COMPLETE with release; no one reads it before that.
-        unsafe { *(*out).0.get() = Some(result) };
-    });
-    // SAFETY: the cell is not shared yet: we are its only user.
-    unsafe { *r.cell().g.coro.get() = Some(coro) };
     crate::live::add(1);
     let sched = GRef { ptr: mem.cast() }; // the second reference `G::new` counted
     Ok((r, sched))

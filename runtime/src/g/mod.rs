@@ -44,9 +44,11 @@
 //! Goroutines migrate between Ms once the scheduler has more than one; the state word and the
 //! run queues are the only hand-off points, and both use acquire/release.
 
+mod body;
 mod gref;
 mod slab;
 
+use body::{Body, BodyKind};
 pub(crate) use gref::{new_goroutine, GCell, GRef, TypedGRef};
 
 use crate::loom::{AtomicU32, AtomicU8, Ordering};
@@ -54,6 +56,7 @@ use crate::stack::{SlotAddr, StackSlot};
 use corosensei::{Coroutine, Yielder};
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering as StdOrdering;
 use std::sync::atomic::{AtomicU32 as AtomicU32Std, AtomicU64, AtomicUsize};
 
 pub(crate) const RUNNABLE: u32 = 1;
@@ -111,15 +114,17 @@ pub(crate) struct G {
     pub(crate) id: u64,
     state: AtomicU32,
     join: AtomicU8,
-    /// The stack slot's bounds, copied from the slot for the fault handler's and collector's
-    /// use.
-    pub(crate) stack: SlotAddr,
+    /// The stack slot's bounds (a `SlotAddr`), copied from the slot for the collector's and
+    /// `committed_bytes`'s use; `SlotAddr::NONE` until the goroutine first runs (`body.rs`).
+    stack: AtomicUsize,
     /// Stack pointer recorded when the goroutine last switched out (for `release_below_sp`).
     /// Written by the goroutine before switching, read under SCAN while WAITING.
     saved_sp: AtomicUsize,
-    /// Owned by the holder of the scheduling reference while the G is not WAITING (the M that
-    /// runs it); `None` once finished.
-    coro: UnsafeCell<Option<Coro>>,
+    /// The closure, then the coroutine (`body.rs`). Owned by the holder of the scheduling
+    /// reference while the G is not WAITING (the M that runs it).
+    body: UnsafeCell<Body>,
+    /// Which of `body`'s fields is live; owned with it.
+    body_kind: UnsafeCell<BodyKind>,
     /// The goroutine's `Frame`, set when it first runs; read only by the goroutine itself.
     frame: UnsafeCell<*const Frame>,
     /// Written by the joiner before it sets WAITER; taken by the completer after it sees WAITER.
@@ -146,15 +151,12 @@ impl Drop for G {
     /// after its runtime is gone): the coroutine and its stack slot are leaked, which is sound
     /// (nothing runs on or points into it from outside).
     fn drop(&mut self) {
-        if let Some(coro) = self.coro.get_mut().take() {
-            if coro.started() && !coro.done() {
-                std::mem::forget(coro);
-                // The slot stays with the leaked coroutine (and the goroutine-locals in its
-                // frame: their destructors expect to run inside it); its header must not name us.
-                crate::stack::clear_owner(self.stack);
-            }
-            // Never started: dropping it just drops the closure, on this thread, which is what
-            // dropping an unspawned closure would do.
+        // SAFETY: `&mut self`: no one else uses the body. A closure that never ran is dropped
+        // on this thread, which is what dropping an unspawned closure would do.
+        if unsafe { self.drop_body() } {
+            // The slot stays with the leaked coroutine (and the goroutine-locals in its
+            // frame: their destructors expect to run inside it); its header must not name us.
+            crate::stack::clear_owner(self.stack());
         }
     }
 }
@@ -170,15 +172,16 @@ unsafe impl Sync for G {}
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl G {
-    /// A RUNNABLE goroutine on the slot `stack`, not yet started.
-    fn new(stack: SlotAddr, destroy: unsafe fn(NonNull<G>)) -> G {
+    /// A RUNNABLE goroutine that will run `body`, not yet started.
+    fn new(body: Body, destroy: unsafe fn(NonNull<G>)) -> G {
         G {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             state: AtomicU32::new(RUNNABLE),
             join: AtomicU8::new(0),
-            stack,
+            stack: AtomicUsize::new(SlotAddr::NONE.to_raw()),
             saved_sp: AtomicUsize::new(0),
-            coro: UnsafeCell::new(None),
+            body: UnsafeCell::new(body),
+            body_kind: UnsafeCell::new(BodyKind::Start),
             frame: UnsafeCell::new(std::ptr::null()),
             waiter: UnsafeCell::new(None),
             parked_ref: UnsafeCell::new(None),
@@ -188,6 +191,11 @@ impl G {
             refs: AtomicU32Std::new(2),
             destroy,
         }
+    }
+
+    /// The goroutine's stack slot: `SlotAddr::NONE` until it first runs.
+    pub(crate) fn stack(&self) -> SlotAddr {
+        SlotAddr::from_raw(self.stack.load(StdOrdering::Acquire))
     }
 
     fn status(s: u32) -> u32 {
@@ -294,7 +302,7 @@ impl G {
     pub(crate) fn parked_stack(&self) -> (usize, usize) {
         (
             self.saved_sp.load(std::sync::atomic::Ordering::Relaxed),
-            self.stack.hi(),
+            self.stack().hi(),
         )
     }
 
@@ -329,15 +337,24 @@ mod live {
     use crate::tls;
 
     impl G {
-        /// Resumes the goroutine on the calling M until it yields, parks or finishes.
+        /// Resumes the goroutine on the calling M (of the runtime `runtime`) until it yields,
+        /// parks or finishes. The first resume takes its stack slot (`body.rs`); if that fails
+        /// the goroutine has finished.
         ///
         /// # Safety
         /// The caller must hold the G's scheduling reference, taken from a queue (it owns the
-        /// coroutine then), and have called `transition_to_running`.
-        pub(crate) unsafe fn resume(&self) -> corosensei::CoroutineResult<Switch, ()> {
-            // SAFETY: the scheduling reference gives the caller exclusive use of `coro`.
-            let coro = unsafe { (*self.coro.get()).as_mut() }.expect("resumed a finished G");
-            coro.resume(())
+        /// body then), and have called `transition_to_running`.
+        pub(crate) unsafe fn resume(
+            &self,
+            runtime: usize,
+        ) -> corosensei::CoroutineResult<Switch, ()> {
+            // SAFETY: the scheduling reference gives the caller exclusive use of the body.
+            unsafe {
+                if self.body_kind() != BodyKind::Coro && !self.start(runtime) {
+                    return corosensei::CoroutineResult::Return(());
+                }
+                self.coro_mut().resume(())
+            }
         }
 
         /// Called by the M after the coroutine returned: frees the stack, publishes completion
@@ -346,9 +363,11 @@ mod live {
         /// # Safety
         /// The caller must be the M that ran the G to its return.
         pub(crate) unsafe fn finish(&self) {
-            // SAFETY: the G still runs on this M: `coro` is ours. The coroutine returned,
-            // so dropping it unwinds nothing and returns the slot, which nothing points into.
-            drop(unsafe { (*self.coro.get()).take() });
+            // SAFETY: the G still runs on this M: the body is ours. The coroutine returned (or
+            // never existed), so dropping it unwinds nothing and returns the slot, which
+            // nothing points into.
+            let leaked = unsafe { self.drop_body() };
+            debug_assert!(!leaked);
             self.transition_to_dead();
             crate::live::add(-1);
             let prev = self.join.fetch_or(COMPLETE, Ordering::AcqRel);
@@ -387,9 +406,15 @@ mod live {
         /// As for `resume`, and CURRENT_G must be set to it.
         pub(crate) unsafe fn force_unwind(&self) {
             self.dying.store(true, std::sync::atomic::Ordering::Relaxed);
-            // SAFETY: the scheduling reference gives the caller exclusive use of `coro`.
-            if let Some(coro) = unsafe { (*self.coro.get()).as_mut() } {
-                coro.force_unwind();
+            // SAFETY: the scheduling reference gives the caller exclusive use of the body.
+            unsafe {
+                match self.body_kind() {
+                    BodyKind::Coro => self.coro_mut().force_unwind(),
+                    BodyKind::Start => {
+                        self.drop_body();
+                    }
+                    BodyKind::Empty => {}
+                }
             }
         }
     }
@@ -532,7 +557,7 @@ mod live {
         if !g.try_begin_scan() {
             return None;
         }
-        let slot = g.stack.view();
+        let slot = g.stack().view();
         let sp = g.saved_sp.load(std::sync::atomic::Ordering::Relaxed);
         // SAFETY: SCAN is held, so the goroutine stays suspended (an unpark makes it RUNNABLE
         // but no M resumes it until SCAN clears); it parked with its stack pointer below `sp`
@@ -562,7 +587,11 @@ pub fn committed_bytes(g: &crate::Goroutine) -> usize {
     if G::status(gi.state.load(Ordering::Acquire)) == DEAD {
         return 0;
     }
-    gi.stack.view().committed_bytes()
+    let slot = gi.stack();
+    if !slot.is_taken() {
+        return 0; // not started yet
+    }
+    slot.view().committed_bytes()
 }
 
 #[cfg(test)]
@@ -576,7 +605,7 @@ mod tests {
     /// A G as its M sees it while running it (no slot, no cell: only the state word is used).
     #[cfg(loom)]
     fn g() -> G {
-        let g = G::new(SlotAddr::NONE, |_| {});
+        let g = G::new(Body::new(|| (), SlotAddr::NONE), |_| {});
         g.transition_to_running();
         g
     }

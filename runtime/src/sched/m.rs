@@ -844,7 +844,7 @@ fn execute(rt: &Runtime, m: &M, g: GRef, inherit: bool) -> *const P {
         Ordering::Relaxed,
     );
     // SAFETY: we hold the G's scheduling reference (from a queue) and no one scans its stack.
-    let r = unsafe { g.resume() };
+    let r = unsafe { g.resume(rt.id) };
     g.set_last_m(m.id as u32);
     // The goroutine may have left its P in `blocking` and come back with another, or none.
     let p_now = tls::leave_goroutine();

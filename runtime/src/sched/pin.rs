@@ -314,7 +314,7 @@ fn scan_ok(g: &G, lo: usize, hi: usize) -> bool {
     let (sp, slot_hi) = g.parked_stack();
     // Up to where the stack starts (the slot header above it is the runtime's).
     let top = crate::stack::stack_top(slot_hi);
-    let floor = g.stack.lo() + crate::stack::madvise::PAGE; // above the guard page
+    let floor = g.stack().lo() + crate::stack::madvise::PAGE; // above the guard page
     let from = (sp.saturating_sub(switch_depth()) & !7).max(floor);
     if from >= top {
         return true;

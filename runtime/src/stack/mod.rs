@@ -95,13 +95,32 @@ pub(crate) struct StackSlot {
 pub(crate) struct SlotAddr(usize);
 
 impl SlotAddr {
-    /// No slot (models and tests that use a descriptor without a stack).
-    #[cfg(loom)]
+    /// No slot: a goroutine that has not started (or models and tests that use a descriptor
+    /// without a stack).
     pub(crate) const NONE: SlotAddr = SlotAddr(0);
 
     fn new(lo: usize, class: u8) -> SlotAddr {
         debug_assert_eq!(lo % PAGE, 0);
         SlotAddr(lo | class as usize)
+    }
+
+    /// A slot of the class for `stack_size` bytes, to be taken later (`StackSlot::take`).
+    pub(crate) fn deferred(stack_size: usize) -> SlotAddr {
+        SlotAddr::new(0, pool::class_of(stack_size))
+    }
+
+    /// Whether this names a slot taken from the pool (not `NONE`, not `deferred`).
+    pub(crate) fn is_taken(self) -> bool {
+        self.lo() != 0
+    }
+
+    /// The one-word form, for an atomic.
+    pub(crate) fn to_raw(self) -> usize {
+        self.0
+    }
+
+    pub(crate) fn from_raw(raw: usize) -> SlotAddr {
+        SlotAddr(raw)
     }
 
     pub(crate) fn lo(self) -> usize {
@@ -132,11 +151,28 @@ impl StackSlot {
     /// Takes a slot able to hold `stack_size` bytes (rounded up to a power of two, 16 KiB to
     /// 1 GiB, guard page included).
     pub(crate) fn new(stack_size: usize) -> Result<StackSlot, GuardError> {
-        let class = pool::class_of(stack_size);
-        let lo = pool::acquire(class)?;
+        // SAFETY: a deferred address names no slot.
+        unsafe { StackSlot::take(SlotAddr::deferred(stack_size)) }
+    }
+
+    /// Takes the slot `at` names: the one already taken, or a fresh one of its class if it
+    /// is `deferred`.
+    ///
+    /// # Safety
+    /// A taken `at` must come from `into_addr` of a slot no one else owns now.
+    pub(crate) unsafe fn take(at: SlotAddr) -> Result<StackSlot, GuardError> {
+        if at.is_taken() {
+            return Ok(StackSlot { at });
+        }
+        let lo = pool::acquire(at.class())?;
         Ok(StackSlot {
-            at: SlotAddr::new(lo, class),
+            at: SlotAddr::new(lo, at.class()),
         })
+    }
+
+    /// Gives up the slot without freeing it: `take` makes it a `StackSlot` again.
+    pub(crate) fn into_addr(self) -> SlotAddr {
+        std::mem::ManuallyDrop::new(self).at
     }
 
     pub(crate) fn addr(&self) -> SlotAddr {
