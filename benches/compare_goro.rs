@@ -18,7 +18,8 @@
 //!   capacity 1,024 (ns per value).
 //! - `mutex`: 8 goroutines each lock a `goro::sync::Mutex`, increment, unlock, N/8 times.
 //! - `sleep`: N goroutines each sleep 10 ms: wall time until all finished, and RSS added per
-//!   goroutine sampled right after the spawn loop.
+//!   goroutine sampled right after the spawn loop; `peak_rss_per_goroutine` uses the process's
+//!   peak RSS (`VmHWM`) instead, read after all finished.
 //! - `fanout`: N small CPU tasks (1,000 rounds of an LCG each) spawned and waited for, on one
 //!   processor and then on two (two runtimes in turn); reports both times and the speed-up.
 
@@ -308,6 +309,13 @@ fn sleep(n: usize) {
     eprintln!("compare_goro: sleep n={n} spawn_ms {spawn_ms:.1} finished_at_sample {finished}");
     row("sleep", "wall", el.as_secs_f64() * 1e3, "ms");
     row("sleep", "rss_per_goroutine", rss as f64 / n as f64, "B");
+    let peak = workloads::peak_rss_bytes().saturating_sub(rss0);
+    row(
+        "sleep",
+        "peak_rss_per_goroutine",
+        peak as f64 / n as f64,
+        "B",
+    );
 }
 
 /// One fan-out task: 1,000 rounds of an LCG with a xor-shift (the peers do the same).

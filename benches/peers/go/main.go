@@ -50,6 +50,7 @@
 //     current RSS read right after the spawn loop (before waiting) minus RSS before it, over N.
 //     Spawning N takes longer than 10 ms, so by then some have already finished: how many is
 //     printed on stderr (goropeer: sleep n=N spawn_ms S finished_at_sample F).
+//     peak_rss_per_goroutine uses the peak RSS (VmHWM) instead, read after Wait.
 package main
 
 import (
@@ -74,6 +75,22 @@ func rssBytes() int64 {
 	}
 	pages, _ := strconv.ParseInt(f[1], 10, 64)
 	return pages * int64(os.Getpagesize())
+}
+
+// peakRssBytes is the process's peak resident set size so far (VmHWM), in bytes.
+func peakRssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			v := strings.TrimPrefix(l, "VmHWM:")
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
 }
 
 func row(workload, metric string, value float64, unit string) {
@@ -365,6 +382,7 @@ func sleepMany(n int) {
 	fmt.Fprintf(os.Stderr, "goropeer: sleep n=%d spawn_ms %.1f finished_at_sample %d\n", n, ms(spawn), fin)
 	row("sleep", "wall", ms(el), "ms")
 	row("sleep", "rss_per_goroutine", float64((rss-rss0)/int64(n)), "B")
+	row("sleep", "peak_rss_per_goroutine", float64((peakRssBytes()-rss0)/int64(n)), "B")
 }
 
 func main() {

@@ -66,6 +66,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Resident set size, from `VmRSS` in /proc/self/status (kB there, so no page size needed).
+/// Peak resident set size of the process so far (`VmHWM`), in bytes.
+fn peak_rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
 fn rss_bytes() -> usize {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -353,6 +364,12 @@ async fn sleep(n: usize) {
     );
     row("sleep", "wall", el.as_secs_f64() * 1e3, "ms");
     row("sleep", "rss_per_goroutine", (rss.saturating_sub(rss0) / n) as f64, "B");
+    row(
+        "sleep",
+        "peak_rss_per_goroutine",
+        (peak_rss_bytes().saturating_sub(rss0) / n) as f64,
+        "B",
+    );
 }
 
 fn main() {
