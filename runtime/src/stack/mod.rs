@@ -25,7 +25,8 @@
 //! - Slots are carved from 16 GiB `MAP_NORESERVE` reservations (`reservation.rs`), so a million
 //!   goroutines live in 16 mappings. The guard page is installed with `MADV_GUARD_INSTALL`
 //!   (batched, `madvise.rs`), which does not split the mapping; older kernels fall back to
-//!   `mprotect` and, when mappings run out, `spawn` fails with an error saying what to do.
+//!   `mprotect` and, when mappings run out, taking a slot fails with an error saying what to do
+//!   (`try_spawn` returns it; a `spawn`ed goroutine ends with it, `crate::g::body`).
 //! - A goroutine that overruns its slot faults on the guard page; the handler in `crate::signal`
 //!   prints `fatal error: stack overflow in goroutine <id> (limit <N> KiB)` and aborts.
 //! - Freed slots are reused through per-thread caches and a global list (`pool.rs`), which
