@@ -25,16 +25,12 @@ pub fn rss_bytes() -> usize {
         * 4096
 }
 
+include!("proc_status.rs");
+
 /// Peak resident set size of the process so far (`VmHWM`), in bytes.
 #[allow(dead_code)] // compare_goro's sleep uses it; the million example, which shares this file, does not
 pub fn peak_rss_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
-        .unwrap_or(0)
-        * 1024
+    proc_status_bytes("VmHWM:")
 }
 
 /// Runs the workload; must be called from a goroutine.

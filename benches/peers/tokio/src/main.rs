@@ -65,27 +65,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-/// Resident set size, from `VmRSS` in /proc/self/status (kB there, so no page size needed).
-/// Peak resident set size of the process so far (`VmHWM`), in bytes.
-fn peak_rss_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
-        .unwrap_or(0)
-        * 1024
+include!("../../../workloads/proc_status.rs");
+
+/// Resident set size (`VmRSS`), in bytes.
+fn rss_bytes() -> usize {
+    proc_status_bytes("VmRSS:")
 }
 
-fn rss_bytes() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse::<usize>().ok()
-        })
-        .unwrap_or(0)
-        * 1024
+/// Peak resident set size of the process so far (`VmHWM`), in bytes.
+fn peak_rss_bytes() -> usize {
+    proc_status_bytes("VmHWM:")
 }
 
 fn row(workload: &str, metric: &str, value: f64, unit: &str) {
