@@ -816,10 +816,23 @@ fn echo_survives_running_out_of_fds() {
         c.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         c
     };
+    // A failed echo says what the child logged meanwhile (this failed once in ~10 workspace
+    // runs and never alone; the child's side is what would explain it).
     let echo_once = |c: &mut std::net::TcpStream, msg: &[u8]| {
-        c.write_all(msg).unwrap();
+        let what = String::from_utf8_lossy(msg);
+        c.write_all(msg).unwrap_or_else(|e| {
+            panic!(
+                "writing {what:?}: {e}; child stderr: {:?}",
+                log.lock().unwrap()
+            )
+        });
         let mut back = vec![0u8; msg.len()];
-        c.read_exact(&mut back).unwrap();
+        c.read_exact(&mut back).unwrap_or_else(|e| {
+            panic!(
+                "echo of {what:?}: {e}; child stderr: {:?}",
+                log.lock().unwrap()
+            )
+        });
         assert_eq!(back, msg);
     };
 
