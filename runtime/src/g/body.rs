@@ -240,10 +240,17 @@ impl G {
     /// could not start (it has ended: its output holds why).
     ///
     /// # Safety
-    /// The caller must hold the scheduling reference, and the body must be `Start`.
+    /// The caller must hold the scheduling reference, and the body must not be `Coro`.
     #[cold]
     #[inline(never)]
     pub(super) unsafe fn start(&self, runtime: usize) -> bool {
+        // A finished goroutine is never queued again; if one were, reading its body as a
+        // `Start` would be undefined: stop here instead (off the hot path, which saw `Coro`).
+        assert_eq!(
+            self.body_kind(),
+            BodyKind::Start,
+            "resumed a finished goroutine"
+        );
         // SAFETY: as the caller guarantees; `launch` was stored with this G's types.
         unsafe {
             let start: &ManuallyDrop<Start> = &(*self.body.get()).start;
