@@ -405,12 +405,10 @@ fn park_via(waker: &mpsc::Sender<(goro::Goroutine, Arc<AtomicBool>)>) {
     }
 }
 
-/// The README's rule: a goroutine that holds a reference into a thread-local across a park
-/// resumes on the same OS thread, even when it would otherwise migrate; one that does not
-/// hold one migrates freely.
-#[test]
-fn thread_local_reference_across_park_stays_on_its_thread() {
-    let _s = serial();
+/// Goroutines that hold a reference into a thread-local across parks, beside goroutines that
+/// do not, on 2 Ps, woken from a plain thread so wake-ups land on either M. Returns how many
+/// times one of the latter resumed on another thread than it parked on.
+fn tls_reference_across_parks(builder: goro::Builder) -> usize {
     let (tx, rx) = mpsc::channel::<(goro::Goroutine, Arc<AtomicBool>)>();
     let waker = std::thread::spawn(move || {
         for (g, flag) in rx {
@@ -418,8 +416,7 @@ fn thread_local_reference_across_park_stays_on_its_thread() {
             g.unpark();
         }
     });
-    let before = goro::runtime::sched_stats();
-    let moved = goro::Builder::new().max_procs(2).run(move || {
+    let moved = builder.max_procs(2).run(move || {
         const ROUNDS: u64 = 200;
         let moved = Arc::new(AtomicUsize::new(0));
         let mut hs = Vec::new();
@@ -469,6 +466,31 @@ fn thread_local_reference_across_park_stays_on_its_thread() {
         moved.load(Ordering::Relaxed)
     });
     waker.join().unwrap();
+    moved
+}
+
+/// The README's rule: a goroutine runs on the thread it first ran on until it ends, whatever
+/// it holds (the goroutines holding a thread-local reference assert it themselves).
+#[test]
+fn started_goroutines_never_change_thread() {
+    let _s = serial();
+    let before = goro::runtime::sched_stats();
+    let moved = tls_reference_across_parks(goro::Builder::new());
+    let after = goro::runtime::sched_stats();
+    assert_eq!(moved, 0, "a started goroutine changed thread");
+    assert_eq!(after.migrations, before.migrations);
+}
+
+/// Under `allow_migration` the scan is the net: a goroutine holding a reference into a
+/// thread-local across a park resumes on the same OS thread, even when it would otherwise
+/// migrate; one that does not hold one migrates freely.
+#[test]
+fn with_migration_a_thread_local_reference_pins_its_goroutine() {
+    let _s = serial();
+    let before = goro::runtime::sched_stats();
+    // SAFETY: the goroutines hold thread-bound state only as a reference into a thread-local
+    // on the stack, which the scan sees (that is what is tested).
+    let moved = tls_reference_across_parks(unsafe { goro::Builder::new().allow_migration() });
     let after = goro::runtime::sched_stats();
     if env_overrides() {
         return;
@@ -491,23 +513,26 @@ fn goroutines_without_tls_references_are_rarely_pinned() {
         return;
     }
     let before = goro::runtime::sched_stats();
-    goro::Builder::new().max_procs(4).run(|| {
-        let hs: Vec<_> = (0..2000)
-            .map(|i| {
-                goro::spawn(move || {
-                    let mut x = i as u64;
-                    for _ in 0..20 {
-                        x = std::hint::black_box(x.wrapping_mul(3) + 1);
-                        goro::yield_now();
-                    }
-                    x
+    // SAFETY: these goroutines hold no thread-bound state.
+    unsafe { goro::Builder::new().allow_migration() }
+        .max_procs(4)
+        .run(|| {
+            let hs: Vec<_> = (0..2000)
+                .map(|i| {
+                    goro::spawn(move || {
+                        let mut x = i as u64;
+                        for _ in 0..20 {
+                            x = std::hint::black_box(x.wrapping_mul(3) + 1);
+                            goro::yield_now();
+                        }
+                        x
+                    })
                 })
-            })
-            .collect();
-        for h in hs {
-            h.join().unwrap();
-        }
-    });
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+        });
     let after = goro::runtime::sched_stats();
     let moved = after.migrations - before.migrations;
     let pinned = after.pinned - before.pinned;

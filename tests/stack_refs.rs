@@ -44,14 +44,31 @@ fn churn() -> Vec<goro::JoinHandle<u64>> {
         .collect()
 }
 
-/// Runs four copies of the pattern `f` at once on four Ps among churning goroutines, in
-/// rounds until some goroutine has migrated between threads across a switch (so the
-/// references were held across a move between Ms, not just a switch on one M).
+/// Runs four copies of the pattern `f` at once on four Ps among churning goroutines: once as
+/// goroutines run by default (each on one thread), then, with migration allowed, in rounds
+/// until some goroutine has migrated between threads across a switch (so the references were
+/// held across a move between Ms, not just a switch on one M: stacks never move either way).
 fn with_churn(f: impl Fn() + Clone + Send + 'static) {
+    // One test at a time: a `run` joins a runtime already running, settings and all.
+    static SERIAL: Mutex<()> = Mutex::new(());
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let g = f.clone();
+    goro::Builder::new().max_procs(4).run(move || {
+        let others = churn();
+        let hs: Vec<_> = (0..4).map(|_| goro::spawn(g.clone())).collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        for o in others {
+            o.join().unwrap();
+        }
+    });
     let before = MOVED.load(Ordering::Relaxed);
     for _ in 0..50 {
         let f = f.clone();
-        goro::Builder::new().max_procs(4).run(move || {
+        // SAFETY: the patterns hold references into their own stacks, no thread-bound state.
+        let migrating = unsafe { goro::Builder::new().allow_migration() };
+        migrating.max_procs(4).run(move || {
             let others = churn();
             let hs: Vec<_> = (0..4).map(|_| goro::spawn(f.clone())).collect();
             for h in hs {
@@ -163,11 +180,16 @@ fn pinned_waiter_linked_from_a_heap_list() {
             w.slot.store(42, Ordering::Release);
             g.unpark();
         });
+        let tid = std::thread::current().id();
         while node.slot.load(Ordering::Acquire) == 0 {
             goro::park();
         }
+        if std::thread::current().id() != tid {
+            MOVED.fetch_add(1, Ordering::Relaxed);
+        }
         assert_eq!(node.slot.load(Ordering::Relaxed), 42);
         waker.join().unwrap();
+        switch_around();
     });
 }
 

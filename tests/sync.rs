@@ -28,9 +28,16 @@ fn on<T: Send + 'static>(
     what: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    common::with_timeout(LIMIT, what, move || {
-        goro::Builder::new().max_procs(procs).run(f)
-    })
+    on_with(goro::Builder::new(), procs, what, f)
+}
+
+fn on_with<T: Send + 'static>(
+    builder: goro::Builder,
+    procs: usize,
+    what: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    common::with_timeout(LIMIT, what, move || builder.max_procs(procs).run(f))
 }
 
 /// Sleeps by parking (the goroutine in a goroutine, the thread on a plain thread).
@@ -264,11 +271,17 @@ fn mutex_lock_is_a_preemption_point() {
 /// the loop runs. A thread waiter is woken by a futex wake that the hog makes after
 /// releasing, and often wins while the hog is still in that system call, so for it only long
 /// waits must have gone through the mode.
+///
+/// The runtime lets goroutines migrate here, as Go's do: bound to the hog's thread, the
+/// goroutine waiter would run only when sysmon preempts the hog, which tests the scheduler's
+/// rule rather than the mutex.
 #[test]
 fn mutex_starvation_mode_hands_off_to_a_starved_waiter() {
     let _s = serial();
     fn scenario(waiter_is_thread: bool) -> (Vec<Duration>, u64, usize) {
-        on(2, "starved mutex waiter", move || {
+        // SAFETY: the goroutines here hold no thread-bound state across switches.
+        let migrating = unsafe { goro::Builder::new().allow_migration() };
+        on_with(migrating, 2, "starved mutex waiter", move || {
             let m = Arc::new(Mutex::new(0u64));
             let stop = Arc::new(AtomicBool::new(false));
             let (m2, s2) = (m.clone(), stop.clone());

@@ -22,6 +22,7 @@ impl Builder {
                 stack_size: DEFAULT_STACK_SIZE,
                 thread_name: "goro".into(),
                 max_procs: None,
+                allow_migration: false,
             },
         }
     }
@@ -45,6 +46,41 @@ impl Builder {
     /// affinity mask and cgroup CPU quota). [`crate::runtime::set_max_procs`] changes it later.
     pub fn max_procs(mut self, n: usize) -> Builder {
         self.config.max_procs = Some(n.max(1));
+        self
+    }
+
+    /// Lets goroutines that have started move between the runtime's OS threads, as Go's do.
+    ///
+    /// By default a goroutine runs on one thread (M) from its first run to its end: work
+    /// stealing moves only goroutines that have not started yet, so everything Rust ties to a
+    /// thread stays correct inside a goroutine. With migration, a goroutine parked on one
+    /// thread may resume on another, which balances CPU-bound goroutines better (three
+    /// goroutines on two processors share both, instead of two sharing one) and lets the
+    /// goroutines of a thread blocked in the kernel run elsewhere. The runtime still scans a
+    /// parked stack for addresses inside the last thread's static thread-local block before it
+    /// moves the goroutine, and keeps the goroutine on that thread if it finds one; that scan
+    /// is a safety net, not a guarantee.
+    ///
+    /// # Safety
+    /// No goroutine of this runtime may hold thread-bound state across a switch (a park,
+    /// yield, channel operation, lock, sleep, join, socket call, or `spawn`). Each of these is
+    /// undefined behaviour after a migration, and the scan cannot see most of them:
+    /// - an `Rc` (or other `!Send` handle) cloned from a thread-local and kept across a
+    ///   switch: rand's `thread_rng()`/`rng()` handles, and any crate that hands out such
+    ///   handles to its thread-local state;
+    /// - a reference into a thread-local kept on the heap (`Box<&T>` from `LocalKey::with`)
+    ///   or in a register the scan does not see;
+    /// - a std lock guard that belongs to the OS thread held across a switch:
+    ///   `std::io::stdout().lock()`, `stderr().lock()` (use [`crate::io`] instead), a
+    ///   `ReentrantLock`, a `MutexGuard` (unlocking a pthread mutex from another thread);
+    /// - a `std::thread::scope` with a switch inside it: std parks the thread that opened the
+    ///   scope and the scoped threads unpark that thread, so after a move the goroutine waits
+    ///   forever unless every scoped thread is joined explicitly;
+    /// - thread-locals of libraries loaded later with `dlopen` (dynamic TLS, not scanned), and
+    ///   any thread-local on architectures other than x86-64 and aarch64 (there the scan
+    ///   keeps every goroutine on its first thread).
+    pub unsafe fn allow_migration(mut self) -> Builder {
+        self.config.allow_migration = true;
         self
     }
 

@@ -53,14 +53,25 @@ impl Drop for LocalMap {
 }
 
 /// A goroutine-local key, made by [`goroutine_local!`](crate::goroutine_local).
+///
+/// A key is identified by its address, so two keys must never share one. Statics never do;
+/// but `&GoroutineLocalKey::new(f)` written as an expression could be promoted to a constant
+/// that the compiler may merge with another of the same value, and two keys of different
+/// types would then read each other's values as the wrong type. The interior-mutable field
+/// makes a key impossible to promote (and `with` takes `&'static self`), so only a `static`
+/// can be a key.
 pub struct GoroutineLocalKey<T: 'static> {
     init: fn() -> T,
+    _not_promotable: std::sync::atomic::AtomicU8,
 }
 
 impl<T: 'static> GoroutineLocalKey<T> {
     #[doc(hidden)]
     pub const fn new(init: fn() -> T) -> GoroutineLocalKey<T> {
-        GoroutineLocalKey { init }
+        GoroutineLocalKey {
+            init,
+            _not_promotable: std::sync::atomic::AtomicU8::new(0),
+        }
     }
 
     /// Runs `f` with this goroutine's value (created with the initialiser on first use). On a
@@ -110,9 +121,11 @@ thread_local! {
 /// Runs `f` with a pointer to the current goroutine's map (created if needed), or the thread's.
 fn with_map<R>(f: impl FnOnce(*mut LocalMap) -> R) -> R {
     let in_goroutine = crate::tls::with_current_g(|g| {
-        g.map(|g| {
+        // A G with no frame has not started: the shutdown is dropping its closure, whose
+        // destructors get the thread's values, as on a plain thread.
+        g.and_then(|g| g.try_frame()).map(|frame| {
             // SAFETY: `locals` is touched only by the goroutine itself, which is the caller.
-            let slot = unsafe { &mut *g.frame().locals.get() };
+            let slot = unsafe { &mut *frame.locals.get() };
             slot.get_or_insert_with(Default::default).as_mut() as *mut LocalMap
         })
     });

@@ -66,3 +66,22 @@ impl fmt::Display for Panic {
 }
 
 impl std::error::Error for Panic {}
+
+/// Drops `v` (a panic payload, or a result that may hold one) where a panic from its
+/// destructor must not propagate: inside a goroutine's body after its function returned, and
+/// in the shutdown. A second panic is reported on stderr, and its own payload is leaked, since
+/// dropping it could panic again.
+pub(crate) fn drop_contained<T>(goroutine: u64, v: T) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(v))) {
+        report_escaped(goroutine, "dropping a panic payload", p);
+    }
+}
+
+/// Reports a panic that would otherwise escape where nothing can take it (see
+/// [`drop_contained`]); the payload is leaked, not dropped.
+pub(crate) fn report_escaped(goroutine: u64, during: &str, p: Box<dyn Any + Send>) {
+    let msg = Panic::new(p);
+    let text = msg.message().unwrap_or("(a non-string payload)").to_owned();
+    std::mem::forget(msg);
+    eprintln!("goro: goroutine {goroutine} panicked while {during}: {text}; the runtime goes on");
+}

@@ -73,8 +73,8 @@ pub(crate) struct Start {
 
 /// What `launch` does with a goroutine's closure.
 enum Launch {
-    /// Start it on the M of the runtime with this id.
-    Run { runtime: usize },
+    /// Start it on the M whose slot-header tag this is (`M::tag`).
+    Run { tag: usize },
     /// Drop it: the goroutine is dropped (shutdown) before it ran.
     Drop,
 }
@@ -145,14 +145,18 @@ where
     };
     // SAFETY: `launch::<F, T>` is stored only by `Body::new::<F, T>`; this is the one take.
     let f = unsafe { start.take_closure::<F>() };
-    let runtime = match how {
-        Launch::Run { runtime } => runtime,
+    let tag = match how {
+        Launch::Run { tag } => tag,
         Launch::Drop => {
             if start.slot.is_taken() {
                 // SAFETY: a taken slot in a `Start` belongs to it, and we own the `Start` now.
                 drop(unsafe { StackSlot::take(start.slot) });
             }
-            drop(f);
+            // The closure's destructors run here, outside any goroutine body: a panic in one
+            // is reported, not let out into the shutdown or the thread dropping the handle.
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| drop(f))) {
+                crate::panic::report_escaped(gr.id, "dropping its closure before it ran", p);
+            }
             return;
         }
     };
@@ -172,7 +176,7 @@ where
     };
     gr.stack
         .store(slot.addr().to_raw(), std::sync::atomic::Ordering::Release);
-    slot.set_owner(g.as_ptr() as usize, runtime);
+    slot.set_owner(g.as_ptr() as usize, tag);
     let coro = coroutine::<F, T>(slot, g, f);
     // SAFETY: the body is ours (above), and `Empty`: nothing to drop in it.
     unsafe {
@@ -201,12 +205,16 @@ where
         // SAFETY: as above.
         if unsafe { (*gp).is_dying() } {
             // Unwound by the runtime's shutdown (corosensei's forced unwind, caught here).
-            result = Err(crate::Panic::dropped(id));
+            let unwound = std::mem::replace(&mut result, Err(crate::Panic::dropped(id)));
+            crate::panic::drop_contained(id, unwound);
         }
         // Goroutine-locals die inside the goroutine, before its result is published.
         if let Some(p) = crate::local::drop_goroutine_locals(&frame.locals) {
             if result.is_ok() {
                 result = Err(crate::Panic::new(p));
+            } else {
+                // A payload's own destructor may panic: that must not escape the coroutine.
+                crate::panic::drop_contained(id, p);
             }
         }
         // SAFETY: the output is written once, here, before the coroutine returns and the M
@@ -243,7 +251,7 @@ impl G {
     /// The caller must hold the scheduling reference, and the body must not be `Coro`.
     #[cold]
     #[inline(never)]
-    pub(super) unsafe fn start(&self, runtime: usize) -> bool {
+    pub(super) unsafe fn start(&self, tag: usize) -> bool {
         // A finished goroutine is never queued again; if one were, reading its body as a
         // `Start` would be undefined: stop here instead (off the hot path, which saw `Coro`).
         assert_eq!(
@@ -254,9 +262,22 @@ impl G {
         // SAFETY: as the caller guarantees; `launch` was stored with this G's types.
         unsafe {
             let start: &ManuallyDrop<Start> = &(*self.body.get()).start;
-            (start.launch)(NonNull::from(self), Launch::Run { runtime });
+            (start.launch)(NonNull::from(self), Launch::Run { tag });
         }
         self.body_kind() == BodyKind::Coro
+    }
+
+    /// Whether the body is a coroutine that started and has not finished.
+    ///
+    /// # Safety
+    /// The caller must own the body.
+    pub(super) unsafe fn is_suspended(&self) -> bool {
+        // SAFETY: the caller owns the body; it is read as `Coro` only when it is one.
+        self.body_kind() == BodyKind::Coro
+            && unsafe {
+                let c = self.coro_mut();
+                c.started() && !c.done()
+            }
     }
 
     /// Empties the body: drops a closure that never ran (and its slot), or a coroutine that

@@ -116,6 +116,13 @@ impl<T> TypedGRef<T> {
 /// # Safety
 /// `ptr` must be the header of a `GCell<T>` made by `new_goroutine`, with no references left.
 unsafe fn destroy<T>(ptr: NonNull<G>) {
+    // SAFETY: no references are left, so the body is ours to look at.
+    if unsafe { ptr.as_ref().is_suspended() } {
+        // A goroutine that started and never finished (its runtime could not unwind it):
+        // its stack, and heap records linked from elsewhere (a channel's waiter list, a
+        // joiner's pointer), may still name this descriptor, so it is kept, with the stack.
+        return;
+    }
     let cell = ptr.cast::<GCell<T>>();
     // SAFETY: the caller guarantees it is an unreferenced `GCell<T>` from `slab::alloc`.
     unsafe {

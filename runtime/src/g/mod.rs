@@ -144,12 +144,11 @@ pub(crate) struct G {
 }
 
 impl Drop for G {
-    /// A goroutine that started and did not finish is never unwound from here: its destructors
-    /// would run on whatever thread dropped the last reference, outside any goroutine (a
-    /// destructor that parks would block that thread for good). The runtime's shutdown unwinds
-    /// every goroutine before it lets go of them, so this is a last resort (a goroutine woken
-    /// after its runtime is gone): the coroutine and its stack slot are leaked, which is sound
-    /// (nothing runs on or points into it from outside).
+    /// A goroutine that started and did not finish is never dropped: `gref::destroy` keeps
+    /// its whole cell (see there), and the runtime's shutdown unwinds every goroutine on its
+    /// own M before it lets go of the runtime, so that is a last resort. If one were dropped
+    /// anyway, its coroutine and slot would be leaked, not unwound here on whatever thread
+    /// dropped the last reference.
     fn drop(&mut self) {
         // SAFETY: `&mut self`: no one else uses the body. A closure that never ran is dropped
         // on this thread, which is what dropping an unspawned closure would do.
@@ -306,12 +305,23 @@ impl G {
         )
     }
 
-    /// The running goroutine's `Frame`. Only the goroutine itself may call this, after it
-    /// started.
-    pub(crate) fn frame(&self) -> &Frame {
-        // SAFETY: set when the goroutine started, before any of its code ran; the frame lives in
-        // its initial frame until it returns, and only the goroutine calls this.
-        unsafe { &**self.frame.get() }
+    /// The goroutine's `Frame`, or `None` before it started (a closure dropped unstarted, with
+    /// the G set as current for its destructors). Only the goroutine itself, or whoever runs
+    /// such destructors in its name, may call this.
+    pub(crate) fn try_frame(&self) -> Option<&Frame> {
+        // SAFETY: set when the goroutine started, before any of its code ran; the frame lives
+        // in its initial frame until it returns, and only the goroutine calls this. Null
+        // before it started.
+        unsafe { (*self.frame.get()).as_ref() }
+    }
+
+    /// Moves the slot header's tag to M `tag` (the goroutine migrated there, under
+    /// `Builder::allow_migration`): the shutdown finds a parked goroutine through it.
+    pub(crate) fn retag_slot(&self, tag: usize) {
+        let slot = self.stack();
+        if slot.is_taken() {
+            crate::stack::set_owner_tag(slot, self as *const G as usize, tag);
+        }
     }
 
     /// Records the goroutine's `Frame` (the goroutine itself, first thing).
@@ -344,13 +354,10 @@ mod live {
         /// # Safety
         /// The caller must hold the G's scheduling reference, taken from a queue (it owns the
         /// body then), and have called `transition_to_running`.
-        pub(crate) unsafe fn resume(
-            &self,
-            runtime: usize,
-        ) -> corosensei::CoroutineResult<Switch, ()> {
+        pub(crate) unsafe fn resume(&self, tag: usize) -> corosensei::CoroutineResult<Switch, ()> {
             // SAFETY: the scheduling reference gives the caller exclusive use of the body.
             unsafe {
-                if self.body_kind() != BodyKind::Coro && !self.start(runtime) {
+                if self.body_kind() != BodyKind::Coro && !self.start(tag) {
                     return corosensei::CoroutineResult::Return(());
                 }
                 self.coro_mut().resume(())
@@ -532,15 +539,22 @@ mod live {
                         continue;
                     }
                     if tls::with_current_g(|me| me.is_some_and(G::is_dying)) {
-                        // Joining from a destructor during shutdown: nothing runs the other
-                        // goroutine any more except the shutdown itself; do not wait. Take
-                        // the pointer back first (the shutdown is single-threaded, so WAITER
-                        // cannot be seen by a completer meanwhile).
+                        // Joining from a destructor during shutdown: our own switches return
+                        // at once, so do not wait. Take the pointer back first. Other Ms
+                        // unwind their goroutines meanwhile, so the completer may have set
+                        // COMPLETE first: then it has seen WAITER and is inside its unpark of
+                        // us, and we must let it finish with the pointer (it sets WOKEN).
                         let prev = g.join.fetch_and(!WAITER, Ordering::AcqRel);
-                        debug_assert_eq!(prev & COMPLETE, 0);
-                        // SAFETY: WAITER is cleared, so the completer will not read `waiter`.
-                        drop(unsafe { (*g.waiter.get()).take() });
-                        return Err(crate::Panic::dropped(g.id));
+                        if prev & COMPLETE == 0 {
+                            // SAFETY: WAITER is cleared before COMPLETE: the completer will
+                            // not read `waiter`.
+                            drop(unsafe { (*g.waiter.get()).take() });
+                            return Err(crate::Panic::dropped(g.id));
+                        }
+                        while g.join.load(Ordering::Acquire) & WOKEN == 0 {
+                            std::thread::yield_now();
+                        }
+                        break;
                     }
                     crate::park();
                 }

@@ -41,8 +41,9 @@ use super::{pin, runq, Runtime, Sched, MAX_MS};
 use crate::g::{GRef, Switch};
 use crate::signal::AltStack;
 use crate::tls;
+use std::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Steal attempts over all Ps before giving up (Go's `stealTries`).
@@ -76,15 +77,27 @@ impl Wake {
 }
 
 pub(crate) struct M {
+    /// Unique among the Ms of every runtime alive in the process (`registered`): a started
+    /// goroutine's `G::last_m` names its M across runtimes, and the slot header carries
+    /// `tag()`.
     pub(crate) id: usize,
-    /// The runtime: valid while this M's thread runs (`m_main` holds an `Arc<Runtime>`), which
-    /// is the only time it is read through `M`.
+    /// The runtime: valid while this M's thread runs (`m_main` holds an `Arc<Runtime>`), and
+    /// while any goroutine bound to this M is unfinished (the shutdown waits for those).
     rt: *const Runtime,
     wake: Mutex<Wake>,
     cv: Condvar,
-    /// Goroutines that must run on this M (they hold a reference into its thread-locals).
+    /// Goroutines bound to this M made runnable by other threads (`push_inbox`).
     inbox: Mutex<VecDeque<GRef>>,
     pub(crate) inbox_len: AtomicUsize,
+    /// Runnable goroutines bound to this M, filed by this M itself (`Runtime::file`).
+    local: LocalQueue,
+    /// This M sleeps in `stopm` or is about to (set under the scheduler lock before it looks
+    /// at its queues one last time): a `push_inbox` that sees it wakes the M.
+    sleeping: AtomicBool,
+    /// Goroutines that started on this M minus those that finished on it; only this M writes
+    /// it. Summed over a runtime's Ms it counts the started goroutines not yet finished, which
+    /// the shutdown waits for (`shutdown.rs`).
+    started: AtomicIsize,
     /// Looking for work (counted in `Runtime::nmspinning`). Only this M writes it.
     spinning: AtomicBool,
     /// Inside `goro::blocking`, with the id of the P it left (for exitsyscall and schedtrace).
@@ -95,10 +108,37 @@ pub(crate) struct M {
     rng: AtomicU32,
 }
 
+/// The runnable goroutines bound to one M that the M filed itself: `next` runs first and
+/// continues the time slice (Go's `runnext`, for a goroutine readied by the one running), the
+/// FIFO after it. Only the M's own thread touches it (its scheduler loop, the goroutines it
+/// runs, code inside their `blocking` calls, its shutdown), so neither needs a lock or an
+/// atomic: no thief can take a started goroutine, which is what makes a hand-off to a
+/// goroutine on the same M cheaper than Go's (no swap on `runnext`).
+struct LocalQueue {
+    next: UnsafeCell<Option<GRef>>,
+    fifo: UnsafeCell<VecDeque<GRef>>,
+    /// Which of this FIFO and the P's ring of new goroutines goes first next time.
+    ring_first: Cell<bool>,
+    /// Schedules left in which the P's ring and the global queue go first (`M::yielded`).
+    shared_first: Cell<usize>,
+}
+
+impl LocalQueue {
+    fn new() -> LocalQueue {
+        LocalQueue {
+            next: UnsafeCell::new(None),
+            fifo: UnsafeCell::new(VecDeque::new()),
+            ring_first: Cell::new(false),
+            shared_first: Cell::new(0),
+        }
+    }
+}
+
 pub(crate) const NO_P: usize = usize::MAX;
 
-// SAFETY: `rt` is only dereferenced on the M's own thread while `m_main` keeps the runtime
-// alive (see the field); everything else is atomics and mutexes.
+// SAFETY: `rt` is dereferenced only while the runtime is alive (see the field); `local` only
+// on the M's own thread (see `LocalQueue`; every accessor checks it in debug builds);
+// everything else is atomics and mutexes.
 unsafe impl Send for M {}
 // SAFETY: as above.
 unsafe impl Sync for M {}
@@ -135,22 +175,117 @@ impl M {
         w.notify(&self.cv);
     }
 
-    /// Wakes this sleeping M (taken off an idle list by the caller) with P `pid`.
-    pub(crate) fn hand_p(&self, pid: usize) {
-        self.hand(pid, false);
-    }
-
+    /// Any thread: queues `g`, a runnable goroutine bound to this M, and wakes this M if it
+    /// sleeps (with an idle P, or by listing it for the next P that frees up).
+    ///
+    /// No lost wake-up: this stores the new length and then loads `sleeping`; `stopm` stores
+    /// `sleeping` and then loads the length, all `SeqCst`, so one of the two sees the other.
+    /// The wake happens under the inbox lock: this M cannot take `g` (and, at shutdown,
+    /// finish it and let its runtime go) before we are done with the M and its runtime.
     pub(crate) fn push_inbox(&self, g: GRef) {
         let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
         q.push_back(g);
-        self.inbox_len.store(q.len(), Ordering::Release);
+        self.inbox_len.store(q.len(), Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            // SAFETY: `g` is bound to this M and unfinished, so its runtime has not finished
+            // shutting down (it waits for every such goroutine), and it cannot be taken from
+            // the inbox while we hold its lock: the runtime outlives this call.
+            wake_bound(unsafe { &*self.rt }, self);
+        }
     }
 
     pub(crate) fn pop_inbox(&self) -> Option<GRef> {
         let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
         let g = q.pop_front();
-        self.inbox_len.store(q.len(), Ordering::Release);
+        self.inbox_len.store(q.len(), Ordering::SeqCst);
         g
+    }
+
+    /// Owner: moves the inbox into the local FIFO (one lock for all of it).
+    fn take_inbox(&self) {
+        if self.inbox_len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut q = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        self.inbox_len.store(0, Ordering::SeqCst);
+        // SAFETY: we are this M's thread (`fifo_mut`'s contract).
+        unsafe { self.fifo_mut() }.extend(q.drain(..));
+    }
+
+    /// The local FIFO.
+    ///
+    /// # Safety
+    /// Only on this M's own thread, and no other reference to it may be live (every caller
+    /// uses it within one expression, never across a call that could file a goroutine).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn fifo_mut(&self) -> &mut VecDeque<GRef> {
+        debug_assert!(std::ptr::eq(tls::current_mp().0, self), "another M's queue");
+        // SAFETY: as the caller guarantees.
+        unsafe { &mut *self.local.fifo.get() }
+    }
+
+    /// Owner: files `g`, bound to this M: to run next (continuing the running slice; the one
+    /// it displaces goes to the FIFO's tail) or at the FIFO's tail.
+    pub(crate) fn push_local(&self, g: GRef, next: bool) {
+        debug_assert!(std::ptr::eq(tls::current_mp().0, self), "another M's queue");
+        if next {
+            // SAFETY: this M's thread (checked above); `next` is used only here and in
+            // `take_next`, neither of which lends it out.
+            let old = unsafe { (*self.local.next.get()).replace(g) };
+            if let Some(old) = old {
+                // SAFETY: this M's thread; a single expression.
+                unsafe { self.fifo_mut() }.push_back(old);
+            }
+        } else {
+            // SAFETY: this M's thread; a single expression.
+            unsafe { self.fifo_mut() }.push_back(g);
+        }
+    }
+
+    /// Owner: the goroutine filed to run next.
+    fn take_next(&self) -> Option<GRef> {
+        debug_assert!(std::ptr::eq(tls::current_mp().0, self), "another M's queue");
+        // SAFETY: this M's thread (see `push_local`).
+        unsafe { (*self.local.next.get()).take() }
+    }
+
+    fn pop_fifo(&self) -> Option<GRef> {
+        // SAFETY: this M's thread (the callers are its scheduler and shutdown); one expression.
+        unsafe { self.fifo_mut() }.pop_front()
+    }
+
+    /// Owner: whether goroutines bound to this M are runnable (its queues or inbox).
+    fn has_bound_work(&self) -> bool {
+        self.inbox_len.load(Ordering::SeqCst) > 0
+            // SAFETY: this M's thread (the caller's, `stopm`/`schedule`); read only.
+            || unsafe { !(*self.local.fifo.get()).is_empty() || (*self.local.next.get()).is_some() }
+    }
+
+    /// Owner, at shutdown: any runnable goroutine bound to this M.
+    pub(crate) fn take_runnable(&self) -> Option<GRef> {
+        self.take_inbox();
+        self.take_next().or_else(|| self.pop_fifo())
+    }
+
+    /// The tag this M's goroutines carry in their slot headers (`stack::for_each_owner`).
+    pub(crate) fn tag(&self) -> usize {
+        self.id + 1
+    }
+
+    /// Owner: a goroutine starts on this M (first run, or moved here under migration).
+    pub(crate) fn count_start(&self) {
+        let n = self.started.load(Ordering::Relaxed);
+        self.started.store(n + 1, Ordering::Relaxed);
+    }
+
+    /// Owner: a started goroutine finished on this M.
+    pub(crate) fn count_finish(&self) {
+        let n = self.started.load(Ordering::Relaxed);
+        self.started.store(n - 1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn started(&self) -> isize {
+        self.started.load(Ordering::Relaxed)
     }
 
     fn rand(&self) -> u32 {
@@ -173,6 +308,9 @@ impl M {
             cv: Condvar::new(),
             inbox: Mutex::new(VecDeque::new()),
             inbox_len: AtomicUsize::new(0),
+            local: LocalQueue::new(),
+            sleeping: AtomicBool::new(false),
+            started: AtomicIsize::new(0),
             spinning: AtomicBool::new(false),
             syscall_p: AtomicUsize::new(NO_P),
             tls_lo: AtomicUsize::new(0),
@@ -184,13 +322,64 @@ impl M {
     /// An M for a thread that is not one of the runtime's (shutdown's unwinding thread): not
     /// registered, never woken, gone before the runtime.
     pub(crate) fn stand_in(rt: &Runtime) -> M {
-        M::new(usize::MAX - 1, rt)
+        M::new(MAX_MS, rt)
     }
 }
 
-impl Runtime {
-    pub(crate) fn m_by_id(&self, id: usize) -> Option<&Arc<M>> {
-        self.allm.get(id).and_then(|m| m.get())
+/// Every M of every runtime alive, by id. An id is unique among the Ms of all runtimes that
+/// have not finished shutting down, so a started goroutine's `last_m` (and its slot header's
+/// tag) names one thread even while an old runtime shuts down beside a new one; a runtime
+/// gives its ids back only after every goroutine bound to them has finished (`shutdown.rs`).
+static REGISTRY: [AtomicPtr<M>; MAX_MS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_MS];
+
+/// Ids not in use (below `next`), and the next never used.
+static IDS: Mutex<(Vec<usize>, usize)> = Mutex::new((Vec::new(), 0));
+
+fn take_id() -> Option<usize> {
+    let mut ids = IDS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(id) = ids.0.pop() {
+        return Some(id);
+    }
+    let id = ids.1;
+    (id < MAX_MS).then(|| {
+        ids.1 += 1;
+        id
+    })
+}
+
+/// Takes `m` out of the registry and frees its id: its runtime has finished shutting down.
+pub(crate) fn unregister(m: &M) {
+    REGISTRY[m.id].store(std::ptr::null_mut(), Ordering::Release);
+    IDS.lock().unwrap_or_else(|e| e.into_inner()).0.push(m.id);
+}
+
+/// The M registered under `id`.
+///
+/// # Safety
+/// The caller must know the M is alive for as long as it uses the reference: it holds the
+/// scheduling reference of an unfinished goroutine bound to that M (whose runtime, and so
+/// whose Ms, cannot finish shutting down before that goroutine finishes), or runs on one of
+/// that runtime's threads.
+pub(crate) unsafe fn registered<'a>(id: usize) -> Option<&'a M> {
+    let p = REGISTRY.get(id)?.load(Ordering::Acquire);
+    // SAFETY: a registered pointer points into an `Arc<M>` that its runtime keeps (in
+    // `Runtime::ms`) until after it unregisters it; the caller guarantees it is still there.
+    unsafe { p.as_ref() }
+}
+
+impl M {
+    /// This M's runtime.
+    ///
+    /// # Safety
+    /// As for [`registered`]: the caller knows the runtime is alive.
+    pub(crate) unsafe fn runtime_of(&self) -> &Runtime {
+        // SAFETY: as the caller guarantees.
+        unsafe { &*self.rt }
+    }
+
+    /// This M's runtime's address, for comparing (never dereferenced).
+    pub(crate) fn runtime_of_ptr(&self) -> *const Runtime {
+        self.rt
     }
 }
 
@@ -199,21 +388,38 @@ pub(crate) fn spawn_m(rt: &Runtime, pid: Option<usize>, spinning: bool) -> std::
     let Some(arc) = rt.me.upgrade() else {
         return Err(std::io::Error::other("runtime is gone"));
     };
-    let id = rt.mcount.fetch_add(1, Ordering::Relaxed);
-    if id >= MAX_MS {
-        rt.mcount.fetch_sub(1, Ordering::Relaxed);
+    let Some(id) = take_id() else {
         return Err(std::io::Error::other(format!(
             "more than {MAX_MS} scheduler threads (goroutines blocked in `goro::blocking`?)"
         )));
-    }
+    };
+    let index = rt.mcount.fetch_add(1, Ordering::Relaxed);
     let m = Arc::new(M::new(id, rt));
-    // Published before the thread starts: `allm` is append-only, indexed by id.
-    let _ = rt.allm[id].set(m.clone());
-    let t = std::thread::Builder::new()
-        .name(format!("{}-m{id}", rt.config.thread_name))
-        .spawn(move || m_main(arc, m, pid.map(|p| (p, spinning))))?;
-    rt.threads.lock().unwrap_or_else(|e| e.into_inner()).push(t);
-    Ok(())
+    // Registered and listed before the thread starts (the shutdown waits for every listed M).
+    REGISTRY[id].store(Arc::as_ptr(&m).cast_mut(), Ordering::Release);
+    rt.ms
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(m.clone());
+    let m2 = m.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("{}-m{index}", rt.config.thread_name))
+        .spawn(move || m_main(arc, m2, pid.map(|p| (p, spinning))));
+    match spawned {
+        Ok(t) => {
+            rt.threads.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+            Ok(())
+        }
+        Err(e) => {
+            rt.ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|x| !Arc::ptr_eq(x, &m));
+            unregister(&m);
+            rt.mcount.fetch_sub(1, Ordering::Relaxed);
+            Err(e)
+        }
+    }
 }
 
 /// The body of an M's thread.
@@ -241,6 +447,8 @@ fn m_main(rt: Arc<Runtime>, m: Arc<M>, mut next: Option<(usize, bool)>) {
         rt.nmspinning.fetch_sub(1, Ordering::SeqCst);
     }
     tls::set_current_p(std::ptr::null());
+    // The goroutines bound to this thread are unwound here, before its thread-locals die.
+    super::shutdown::on_m_stopped(&rt, &m);
     tls::set_current_m(std::ptr::null());
 }
 
@@ -330,25 +538,33 @@ fn current_p<'a>() -> &'a P {
 }
 
 /// Steps 1-6 of the module comment: a goroutine, and whether it inherits the running time
-/// slice (taken from `runnext` or the handoff cell). Returns `None` after giving the P up.
+/// slice (taken from a `next` slot). Returns `None` after giving the P up.
 fn find_runnable(rt: &Runtime, m: &M) -> Option<(GRef, bool)> {
     'top: loop {
         let p = current_p();
-        rt.run_own_timers(p);
+        rt.run_own_timers(m, p);
         if p.switches.load(Ordering::Relaxed) % NETPOLL_TICKS == 0 {
-            poll_network_busy(rt, p);
+            poll_network_busy(rt, m, p);
         }
-        if m.inbox_len.load(Ordering::Acquire) > 0 {
-            if let Some(g) = m.pop_inbox() {
-                return Some((g, false));
+        m.take_inbox();
+        if p.global_turn() {
+            if rt.global_len.load(Ordering::Relaxed) > 0 {
+                if let Some(g) = rt.take_global(p, 1) {
+                    return Some((g, false));
+                }
+            }
+            // Ms holding goroutines of their own wait for a P while every P is busy (only
+            // after a blocking call made more Ms than Ps): take turns once one waited a while.
+            if rt.npinned.load(Ordering::Relaxed) > 0
+                && super::timers::now_nanos()
+                    .saturating_sub(rt.pinned_since.load(Ordering::Relaxed))
+                    > PINNED_TURN_NANOS
+                && give_p_to_pinned(rt, m, p)
+            {
+                return None;
             }
         }
-        if p.global_turn() && rt.global_len.load(Ordering::Relaxed) > 0 {
-            if let Some(g) = rt.take_global(p, 1) {
-                return Some((g, false));
-            }
-        }
-        if let Some(found) = p.pop_local() {
+        if let Some(found) = pop_runnable(rt, m, p) {
             return Some(found);
         }
         if rt.global_len.load(Ordering::Relaxed) > 0 {
@@ -359,8 +575,8 @@ fn find_runnable(rt: &Runtime, m: &M) -> Option<(GRef, bool)> {
         if rt.npinned.load(Ordering::Relaxed) > 0 && give_p_to_pinned(rt, m, p) {
             return None;
         }
-        if let Some(g) = poll_network(rt, p) {
-            return Some((g, false));
+        if poll_network(rt, m, p) {
+            continue 'top;
         }
         let procs = rt.procs();
         let busy = procs.saturating_sub(rt.npidle.load(Ordering::Relaxed));
@@ -369,8 +585,8 @@ fn find_runnable(rt: &Runtime, m: &M) -> Option<(GRef, bool)> {
                 m.spinning.store(true, Ordering::Relaxed);
                 rt.nmspinning.fetch_add(1, Ordering::SeqCst);
             }
-            if let Some(g) = steal_work(rt, m, p) {
-                return Some((g, false));
+            if let Some(found) = steal_work(rt, m, p) {
+                return Some(found);
             }
         }
         // Readies kept arriving while we looked (each would have woken an M had we not been
@@ -385,6 +601,9 @@ fn find_runnable(rt: &Runtime, m: &M) -> Option<(GRef, bool)> {
             let mut s = rt.lock();
             if let Some(g) = rt.take_global_locked(&mut s, p, runq::CAP as usize / 2) {
                 return Some((g, false));
+            }
+            if m.has_bound_work() {
+                continue 'top; // filed by a timer or a poll above, or arrived in the inbox
             }
             pidleput(rt, &mut s, p);
             tls::set_current_p(std::ptr::null());
@@ -410,55 +629,129 @@ fn find_runnable(rt: &Runtime, m: &M) -> Option<(GRef, bool)> {
     }
 }
 
+/// How long an M with goroutines of its own may wait for a P while every P is busy before a
+/// busy M gives it its P (Go's time slice).
+const PINNED_TURN_NANOS: u64 = 10_000_000;
+
+/// Step 2: the next goroutine from this M's own queue (started goroutines bound to it) or from
+/// the P's (goroutines that have not started), and whether it inherits the time slice. The
+/// `next` slots (this M's, then the P's handoff cell and `runnext`) go first and inherit;
+/// after them the M's FIFO and the P's ring take turns, so neither starves the other. When
+/// the slice is used up (sysmon set `preempt` while a chain of inheriting goroutines held the
+/// P for 10 ms) a FIFO or ring head goes first, so a pair of goroutines handing off to each
+/// other cannot starve the rest.
+fn pop_runnable(rt: &Runtime, m: &M, p: &P) -> Option<(GRef, bool)> {
+    let expired = p.preempt.load(Ordering::Relaxed);
+    if expired {
+        p.preempt.store(false, Ordering::Relaxed);
+        if let Some(g) = pop_queues(rt, m, p) {
+            return Some((g, false));
+        }
+    }
+    if let Some(g) = m.take_next() {
+        return Some((g, !expired));
+    }
+    if let Some(g) = p.pop_inherited() {
+        return Some((g, !expired));
+    }
+    pop_queues(rt, m, p).map(|g| (g, false))
+}
+
+/// The M's FIFO and the P's ring, taking turns; but after a yield, the goroutines that were
+/// queued for the P ahead of the yielder, its ring's and the global queue's, go first
+/// (`M::yielded`).
+fn pop_queues(rt: &Runtime, m: &M, p: &P) -> Option<GRef> {
+    let ahead = m.local.shared_first.get();
+    if ahead > 0 {
+        m.local.shared_first.set(ahead - 1);
+        let shared = p.runq.pop_ring().or_else(|| {
+            (rt.global_len.load(Ordering::Relaxed) > 0)
+                .then(|| rt.take_global(p, runq::CAP as usize / 2))
+                .flatten()
+        });
+        if shared.is_some() {
+            return shared;
+        }
+        m.local.shared_first.set(0); // the work ahead is done (other Ps took some)
+    }
+    let ring_first = !m.local.ring_first.get();
+    m.local.ring_first.set(ring_first);
+    if ring_first {
+        p.runq.pop_ring().or_else(|| m.pop_fifo())
+    } else {
+        m.pop_fifo().or_else(|| p.runq.pop_ring())
+    }
+}
+
+impl M {
+    /// Owner: a goroutine bound here yielded (`yield_now`, or a preemption point) on P `p`.
+    /// Go's `Gosched` puts it on the global queue's tail, behind everything queued; a bound
+    /// goroutine cannot go there (another M would take it), so this M runs that much of the
+    /// shared work first: a goroutine yielding in a loop cannot keep the P from goroutines
+    /// that overflowed to the global queue (when it only took turns with the ring, 5,000 of
+    /// them needed ~300,000 yields on one P).
+    fn yielded(&self, rt: &Runtime, p: &P) {
+        let ahead = p.runq.len() as usize + rt.global_len.load(Ordering::Relaxed);
+        if ahead > self.local.shared_first.get() {
+            self.local.shared_first.set(ahead);
+        }
+    }
+}
+
 /// Every this many goroutines a busy P polls the network too (`netpoll`, rule 1), like
 /// tokio's `event_interval`: Go polls only when a P runs dry or after sysmon's 10 ms, which
 /// leaves connections whose data arrived waiting behind a busy queue (a p99 of several ms
 /// under load where a periodic poll gives under one).
 const NETPOLL_TICKS: u32 = 61;
 
-/// The periodic poll of a busy P: goroutines woken go to the tail of its ring (behind the
-/// ones already waiting), and an idle P is woken to steal if there are any.
-fn poll_network_busy(rt: &Runtime, p: &P) {
+/// The periodic poll of a busy P: goroutines woken go to the tail of their queues (behind the
+/// ones already waiting); under migration, an idle P is woken to steal them.
+fn poll_network_busy(rt: &Runtime, m: &M, p: &P) {
     let Some(poller) = crate::netpoll::active() else {
         return;
     };
     if !poller.has_waiters() {
         return;
     }
-    if poller.poll_now(&mut |g| p.push_tail(rt, g)) > 0 {
+    if poller.poll_now(&mut |g| rt.file(m, Some(p), g, false)) > 0 && rt.config.allow_migration {
         wakep(rt);
     }
 }
 
 /// Step 4½ (`netpoll`, rule 1): goroutines wait for I/O and this P ran dry: poll without
-/// blocking. The first goroutine an event woke runs now; the rest go to this P's ring, and an
-/// idle P is woken to steal them.
-fn poll_network(rt: &Runtime, p: &P) -> Option<GRef> {
-    let poller = crate::netpoll::active()?;
+/// blocking. Each goroutine woken goes to its own M's queue (this one's, or another's inbox);
+/// returns whether any was filed here.
+fn poll_network(rt: &Runtime, m: &M, p: &P) -> bool {
+    let Some(poller) = crate::netpoll::active() else {
+        return false;
+    };
     if !poller.has_waiters() {
-        return None;
+        return false;
     }
-    let mut first = None;
-    let n = poller.poll_now(&mut |g| match first {
-        None => first = Some(g),
-        Some(_) => p.push_tail(rt, g),
-    });
-    if n > 1 {
+    let n = poller.poll_now(&mut |g| rt.file(m, Some(p), g, false));
+    if n > 1 && rt.config.allow_migration {
         wakep(rt);
     }
-    first
+    n > 0 && (m.has_bound_work() || p.has_work())
 }
 
-/// Step 5: tries every other P `STEAL_TRIES` times, in a random order.
-fn steal_work(rt: &Runtime, m: &M, p: &P) -> Option<GRef> {
+/// Step 5: tries every other P `STEAL_TRIES` times, in a random order, taking goroutines that
+/// have not started (the only ones a ring holds, unless the runtime allows migration); between
+/// rounds, looks at this M's inbox, where goroutines bound to it arrive.
+fn steal_work(rt: &Runtime, m: &M, p: &P) -> Option<(GRef, bool)> {
     // Timers of Ps whose Ms are busy elsewhere or asleep (`timers.rs`, step 2).
-    if rt.run_all_timers(p) > 0 {
-        if let Some((g, _)) = p.pop_local() {
-            return Some(g);
+    if rt.run_all_timers(m, p) > 0 {
+        if let Some(found) = pop_runnable(rt, m, p) {
+            return Some(found);
         }
     }
     let procs = rt.procs();
     for attempt in 0..STEAL_TRIES {
+        if m.inbox_len.load(Ordering::Acquire) > 0 {
+            if let Some(g) = m.pop_inbox() {
+                return Some((g, false));
+            }
+        }
         let last = attempt == STEAL_TRIES - 1;
         let start = m.rand() as usize % procs;
         for i in 0..procs {
@@ -489,12 +782,12 @@ fn steal_work(rt: &Runtime, m: &M, p: &P) -> Option<GRef> {
                 take_next = victim.switches.load(Ordering::Relaxed) == switches;
             }
             if let Some(g) = victim.runq.steal_into(&p.runq, take_next) {
-                return Some(g);
+                return Some((g, false));
             }
         }
         if rt.global_len.load(Ordering::Relaxed) > 0 {
             if let Some(g) = rt.take_global(p, runq::CAP as usize / 2) {
-                return Some(g);
+                return Some((g, false));
             }
         }
     }
@@ -521,8 +814,9 @@ pub(crate) fn pidleget(rt: &Runtime, s: &mut Sched) -> Option<usize> {
 fn give_p_to_pinned(rt: &Runtime, m: &M, p: &P) -> bool {
     let target = {
         let mut s = rt.lock();
-        let t = s.pinned_ms.pop();
-        rt.npinned.store(s.pinned_ms.len(), Ordering::Relaxed);
+        // The longest waiting first (the list is in arrival order).
+        let t = (!s.pinned_ms.is_empty()).then(|| s.pinned_ms.remove(0));
+        update_pinned(rt, &mut s, true);
         t
     };
     let Some(target) = target else {
@@ -540,18 +834,25 @@ fn give_p_to_pinned(rt: &Runtime, m: &M, p: &P) -> bool {
 /// M to sleep while timers are pending becomes the timer waiter (`timers.rs`, step 3): it
 /// wakes at the earliest deadline and takes an idle P, as a spinner, to run them.
 fn stopm(rt: &Runtime, m: &Arc<M>) -> Option<(usize, bool)> {
+    let r = stopm_inner(rt, m);
+    m.sleeping.store(false, Ordering::SeqCst);
+    r
+}
+
+fn stopm_inner(rt: &Runtime, m: &Arc<M>) -> Option<(usize, bool)> {
     {
         let mut s = rt.lock();
         if rt.stop.load(Ordering::Acquire) {
             return None;
         }
-        if m.inbox_len.load(Ordering::Acquire) > 0 {
-            // Goroutines pinned here: run them on any idle P, else wait for one.
+        // Before the last look at our own queues (`push_inbox`'s no-lost-wake-up argument).
+        m.sleeping.store(true, Ordering::SeqCst);
+        if m.has_bound_work() {
+            // Goroutines bound here: run them on any idle P, else wait for one.
             if let Some(pid) = pidleget(rt, &mut s) {
                 return Some((pid, false));
             }
-            s.pinned_ms.push(m.clone());
-            rt.npinned.store(s.pinned_ms.len(), Ordering::Relaxed);
+            push_pinned(rt, &mut s, m);
         } else {
             s.idle_ms.push(m.clone());
             if s.timer_waiter.is_none() {
@@ -628,17 +929,46 @@ fn stopm(rt: &Runtime, m: &Arc<M>) -> Option<(usize, bool)> {
     }
 }
 
-/// The timer waiter `m` got goroutines from the netpoller (`netpoll`, rule 2): it takes an
-/// idle P and puts them on its ring (no round trip through the global queue and its lock), and
-/// runs them as a spinner (so it wakes another M if there is more than it can run). With no
-/// idle P (or if `m` was handed one meanwhile) they go to the global queue for the Ms that
-/// have Ps. Returns the P, or `None` to keep waiting (or to take a P handed over meanwhile).
+/// The timer waiter `m` got goroutines from the netpoller (`netpoll`, rule 2). Those bound to
+/// other Ms go to their inboxes. The rest (bound here, or any under migration) are run here:
+/// `m` takes an idle P and queues them (no round trip through the global queue and its lock),
+/// and runs them as a spinner (so it wakes another M if there is more than it can run). With
+/// no idle P, this M waits for one with its goroutines (under migration they go to the global
+/// queue for the Ms that have Ps). Returns the P, or `None` to keep waiting (or to take a P
+/// handed over meanwhile).
 fn run_polled(rt: &Runtime, m: &Arc<M>, woken: Vec<GRef>) -> Option<(usize, bool)> {
+    let migrate = rt.config.allow_migration;
+    let mut here = Vec::with_capacity(woken.len());
+    for g in woken {
+        if migrate || g.last_m() as usize == m.id {
+            here.push(g);
+        } else {
+            super::ready_elsewhere(g);
+        }
+    }
+    if here.is_empty() {
+        return None;
+    }
     let mut s = rt.lock();
     let listed = s.idle_ms.iter().position(|x| Arc::ptr_eq(x, m));
     let Some((i, pid)) = listed.and_then(|i| Some((i, pidleget(rt, &mut s)?))) else {
-        s.global.extend(woken);
-        rt.global_len.store(s.global.len(), Ordering::Relaxed);
+        if migrate {
+            s.global.extend(here);
+            rt.global_len.store(s.global.len(), Ordering::Relaxed);
+            return None;
+        }
+        drop(s);
+        for g in here {
+            m.push_local(g, false);
+        }
+        let mut s = rt.lock();
+        if let Some(i) = s.idle_ms.iter().position(|x| Arc::ptr_eq(x, m)) {
+            // Still idle, now with work and no P: wait for one as a pinned M.
+            s.idle_ms.swap_remove(i);
+            resign_timer_wait(rt, &mut s, m);
+            pass_timer_wait_locked(rt, &mut s);
+            push_pinned(rt, &mut s, m);
+        }
         return None;
     };
     s.idle_ms.swap_remove(i);
@@ -648,11 +978,65 @@ fn run_polled(rt: &Runtime, m: &Arc<M>, woken: Vec<GRef>) -> Option<(usize, bool
     // `pidleget` made the P ours (RUNNING, and no other M runs it), so we may fill its ring
     // before `acquire` records it as this thread's.
     let p = rt.p(pid);
-    for g in woken {
-        p.push_tail(rt, g);
+    for g in here {
+        if migrate {
+            p.push_tail(rt, g);
+        } else {
+            m.push_local(g, false);
+        }
     }
     rt.nmspinning.fetch_add(1, Ordering::SeqCst);
     Some((pid, true))
+}
+
+/// Under the scheduler lock: `m`, holding runnable goroutines of its own, waits for a P.
+fn push_pinned(rt: &Runtime, s: &mut Sched, m: &Arc<M>) {
+    if !s.pinned_ms.iter().any(|x| Arc::ptr_eq(x, m)) {
+        s.pinned_ms.push(m.clone());
+        update_pinned(rt, s, s.pinned_ms.len() == 1);
+    }
+}
+
+/// Under the scheduler lock, after the pinned list changed: `npinned`, and when the M at its
+/// head started waiting (`head_changed`: now; an M moved to the head counts from now, which
+/// can only make it wait longer than `PINNED_TURN_NANOS`, never starve).
+fn update_pinned(rt: &Runtime, s: &mut Sched, head_changed: bool) {
+    if head_changed {
+        rt.pinned_since
+            .store(super::timers::now_nanos(), Ordering::Relaxed);
+    }
+    rt.npinned.store(s.pinned_ms.len(), Ordering::Relaxed);
+}
+
+/// `push_inbox` found `t` asleep: hand it an idle P, or list it to wait for the next P that
+/// frees up (`find_runnable` hands one over). Called under `t`'s inbox lock.
+fn wake_bound(rt: &Runtime, t: &M) {
+    let mut s = rt.lock();
+    if !t.sleeping.load(Ordering::SeqCst) {
+        return;
+    }
+    if let Some(i) = s.idle_ms.iter().position(|x| std::ptr::eq(&**x, t)) {
+        let m = s.idle_ms.swap_remove(i);
+        match pidleget(rt, &mut s) {
+            Some(pid) => {
+                drop(s);
+                m.hand(pid, false);
+            }
+            None => {
+                resign_timer_wait(rt, &mut s, &m);
+                pass_timer_wait_locked(rt, &mut s);
+                push_pinned(rt, &mut s, &m);
+            }
+        }
+    } else if let Some(i) = s.pinned_ms.iter().position(|x| std::ptr::eq(&**x, t)) {
+        if let Some(pid) = pidleget(rt, &mut s) {
+            let m = s.pinned_ms.remove(i);
+            update_pinned(rt, &mut s, i == 0);
+            drop(s);
+            m.hand(pid, false);
+        }
+    }
+    // Otherwise it was handed a P already and will look at its inbox.
 }
 
 /// The netpoller has just started: if an idle M waits for timers on its condition variable,
@@ -827,17 +1211,34 @@ pub(crate) fn handoffp(rt: &Runtime, p: &P) {
 /// Returns this M's P afterwards (the goroutine may have changed it in `blocking`).
 fn execute(rt: &Runtime, m: &M, g: GRef, inherit: bool) -> *const P {
     let last = g.last_m();
-    if last != m.id as u32 && last != crate::g::NO_M && !pin::may_run_on(rt, last as usize, &g) {
-        pin::send_back(rt, last as usize, g);
-        return tls::current_p();
+    if last != m.id as u32 {
+        if last == crate::g::NO_M {
+            // First run: bound to this M from now on (`Runtime::file`).
+            g.set_last_m(m.id as u32);
+            m.count_start();
+        } else if rt.config.allow_migration && pin::may_run_on(rt, last as usize, &g) {
+            g.set_last_m(m.id as u32);
+            g.retag_slot(m.tag());
+        } else {
+            // Under migration: the scan found a reference into the old M's thread-locals.
+            // Otherwise routing never brings a started goroutine here; if it did, running it
+            // would break the rule, so it goes where it belongs.
+            debug_assert!(
+                rt.config.allow_migration,
+                "goroutine bound to m{last} on m{}",
+                m.id
+            );
+            pin::send_back(rt, last as usize, g);
+            return tls::current_p();
+        }
     }
     g.transition_to_running();
     tls::set_current_g(Some(&g));
     let p = current_p();
-    // A goroutine from `runnext` or the handoff cell continues the time slice (Go's
-    // `inheritTime`): the tick sysmon watches does not move, so a chain of goroutines handing
-    // off to each other is asked to yield after 10 ms like one goroutine would be. Otherwise a
-    // new slice starts, and a preemption request was for the previous one.
+    // A goroutine from a `next` slot continues the time slice (Go's `inheritTime`): the tick
+    // sysmon watches does not move, so a chain of goroutines handing off to each other is asked
+    // to yield after 10 ms like one goroutine would be. Otherwise a new slice starts, and a
+    // preemption request was for the previous one.
     if !inherit && p.preempt.load(Ordering::Relaxed) {
         p.preempt.store(false, Ordering::Relaxed);
     }
@@ -847,8 +1248,7 @@ fn execute(rt: &Runtime, m: &M, g: GRef, inherit: bool) -> *const P {
         Ordering::Relaxed,
     );
     // SAFETY: we hold the G's scheduling reference (from a queue) and no one scans its stack.
-    let r = unsafe { g.resume(rt.id) };
-    g.set_last_m(m.id as u32);
+    let r = unsafe { g.resume(m.tag()) };
     // The goroutine may have left its P in `blocking` and come back with another, or none.
     let p_now = tls::leave_goroutine();
     // SAFETY: as in `schedule`.
@@ -858,25 +1258,36 @@ fn execute(rt: &Runtime, m: &M, g: GRef, inherit: bool) -> *const P {
     }
     match r {
         corosensei::CoroutineResult::Yield(Switch::Yield) => {
-            match p {
-                // Like Go's Gosched: behind the global queue when it has work, so a goroutine
-                // yielding in a loop cannot starve goroutines that overflowed there.
-                Some(p) if rt.global_len.load(Ordering::Relaxed) == 0 => p.push_tail(rt, g),
-                _ => rt.inject(g),
+            if !rt.config.allow_migration {
+                // Behind this M's other runnable goroutines and the shared work queued now;
+                // with no P (back from `blocking` with none free), this M waits for one with
+                // it (`stopm`).
+                if let Some(p) = p {
+                    m.yielded(rt, p);
+                }
+                m.push_local(g, false);
+            } else {
+                match p {
+                    // Like Go's Gosched: behind the global queue when it has work, so a
+                    // goroutine yielding in a loop cannot starve goroutines that overflowed
+                    // there.
+                    Some(p) if rt.global_len.load(Ordering::Relaxed) == 0 => p.push_tail(rt, g),
+                    _ => rt.inject(g),
+                }
             }
         }
         corosensei::CoroutineResult::Yield(Switch::Park) => {
             // WAITING now, holding its own scheduling reference until an unpark takes it; or a
             // token arrived while it was switching out and it runs again at once.
             if let Some(g) = crate::g::commit_park(g) {
-                match p {
-                    Some(p) => p.push_next(rt, g),
-                    None => rt.inject(g),
-                }
+                rt.file(m, p, g, true);
             }
         }
-        // SAFETY: this M ran the G to its return.
-        corosensei::CoroutineResult::Return(()) => unsafe { g.finish() },
+        corosensei::CoroutineResult::Return(()) => {
+            // SAFETY: this M ran the G to its return.
+            unsafe { g.finish() };
+            m.count_finish();
+        }
     }
     p_now
 }

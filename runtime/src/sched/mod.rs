@@ -60,7 +60,8 @@ use std::time::Instant;
 
 /// Go's `_MaxGomaxprocs` is 1024 too.
 pub(crate) const MAX_PROCS: usize = 1024;
-/// Go's default `maxmcount`: past this many Ms a runtime stops creating threads.
+/// Go's default `maxmcount`: past this many Ms (of all the runtimes alive in the process: their
+/// ids are process-wide, `m::registered`) no more threads are created.
 pub(crate) const MAX_MS: usize = 10_000;
 
 /// Settings of a runtime (from `goro::Builder`).
@@ -69,6 +70,8 @@ pub(crate) struct Config {
     pub(crate) stack_size: usize,
     pub(crate) thread_name: String,
     pub(crate) max_procs: Option<usize>,
+    /// Started goroutines may move between Ms (`Builder::allow_migration`; `pin.rs`).
+    pub(crate) allow_migration: bool,
 }
 
 impl Default for Config {
@@ -77,6 +80,7 @@ impl Default for Config {
             stack_size: crate::stack::DEFAULT_STACK_SIZE,
             thread_name: "goro".into(),
             max_procs: None,
+            allow_migration: false,
         }
     }
 }
@@ -95,8 +99,6 @@ pub(crate) struct Sched {
 }
 
 pub(crate) struct Runtime {
-    /// Unique in the process (tags this runtime's stack slots, see `shutdown.rs`).
-    pub(crate) id: usize,
     me: Weak<Runtime>,
     sched: Mutex<Sched>,
     /// Length of the global queue, written under the lock, read without it (a hint).
@@ -110,15 +112,22 @@ pub(crate) struct Runtime {
     wake_wanted: AtomicBool,
     /// `pinned_ms.len()`, written under the lock.
     npinned: AtomicUsize,
+    /// When the M at the head of `pinned_ms` started waiting (`timers::now_nanos`), written
+    /// under the lock.
+    pinned_since: AtomicU64,
     /// The timer waiter's deadline (`timers::now_nanos` scale), 0 when no M waits for timers.
     /// Written under the lock; read by `timers::add` without it.
     timer_until: AtomicU64,
     gomaxprocs: AtomicUsize,
     /// Ps by id, created when `gomaxprocs` first reaches them and kept for the runtime's life.
     allp: Box<[OnceLock<Box<P>>]>,
-    /// Ms by id, append-only (Ms are never freed before the runtime).
-    allm: Box<[OnceLock<Arc<M>>]>,
+    /// This runtime's Ms (never freed before the runtime; their ids are process-wide, see
+    /// `m::registered`).
+    ms: Mutex<Vec<Arc<M>>>,
     mcount: AtomicUsize,
+    /// The shutdown's progress (`shutdown.rs`).
+    shut: Mutex<shutdown::Progress>,
+    shut_cv: std::sync::Condvar,
     /// sysmon's thread, and whether it has backed off to long sleeps (`blocking` wakes it
     /// then, so a blocked P is retaken within a tick, not after up to 10 ms).
     sysmon: OnceLock<std::thread::Thread>,
@@ -221,9 +230,7 @@ impl Runtime {
     fn start(config: Config) -> Arc<Runtime> {
         crate::signal::install_handler();
         let procs = resolve_procs(config.max_procs);
-        static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
         let rt = Arc::new_cyclic(|me| Runtime {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             me: me.clone(),
             sched: Mutex::new(Sched {
                 global: VecDeque::new(),
@@ -237,11 +244,14 @@ impl Runtime {
             nmspinning: AtomicUsize::new(0),
             wake_wanted: AtomicBool::new(false),
             npinned: AtomicUsize::new(0),
+            pinned_since: AtomicU64::new(0),
             timer_until: AtomicU64::new(0),
             gomaxprocs: AtomicUsize::new(procs),
             allp: (0..MAX_PROCS).map(|_| OnceLock::new()).collect(),
-            allm: (0..MAX_MS).map(|_| OnceLock::new()).collect(),
+            ms: Mutex::new(Vec::new()),
             mcount: AtomicUsize::new(0),
+            shut: Mutex::new(shutdown::Progress::default()),
+            shut_cv: std::sync::Condvar::new(),
             sysmon: OnceLock::new(),
             sysmon_idle: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -396,29 +406,7 @@ impl Drop for Entered {
         cur.rt = None;
         cur.users = None;
         drop(cur);
-        let rt = &self.rt;
-        rt.stop.store(true, Ordering::Release);
-        // Goroutines still running yield at their next preemption point.
-        for p in rt.allp.iter().filter_map(OnceLock::get) {
-            p.preempt.store(true, Ordering::Relaxed);
-        }
-        for m in rt.allm.iter().map_while(OnceLock::get) {
-            m.wake_for_stop();
-        }
-        // Ms started while we join (by a goroutine finishing up) are joined too.
-        loop {
-            let threads =
-                std::mem::take(&mut *rt.threads.lock().unwrap_or_else(|e| e.into_inner()));
-            if threads.is_empty() {
-                break;
-            }
-            for t in threads {
-                t.thread().unpark(); // sysmon sleeps in park_timeout
-                let _ = t.join();
-            }
-        }
-        // No M is left: unwind the goroutines still alive (`shutdown.rs`).
-        shutdown::unwind_all(rt);
+        shutdown::run(&self.rt);
     }
 }
 
@@ -462,26 +450,68 @@ pub(crate) fn spawn_with<R, E>(
     Ok(r)
 }
 
-/// Makes a runnable G eligible to run: on this M's P if it has one, else globally.
+/// Makes a runnable (started) G eligible to run, on the M it is bound to (`Runtime::file`).
 pub(crate) fn ready(g: GRef) {
-    let Some(g) = with_here(|h| match h {
-        Some(Here { rt, p: Some(p), .. }) => {
-            p.push_next(rt, g);
-            None
-        }
-        Some(Here { rt, p: None, .. }) => {
-            rt.inject(g);
-            None
-        }
-        None => Some(g),
-    }) else {
+    with_here(|h| match h {
+        Some(h) => h.rt.file(h.m, h.p, g, true),
+        None => ready_elsewhere(g),
+    })
+}
+
+/// A started goroutine made runnable by a thread other than its M: to its M's inbox (which
+/// wakes that M if it sleeps). Under migration, a goroutine of another runtime, or readied
+/// off any M, goes to its runtime's global queue instead, for any of its Ms to take.
+pub(crate) fn ready_elsewhere(g: GRef) {
+    // SAFETY: we hold the scheduling reference of `g`, started and unfinished, bound to that
+    // M: its runtime cannot finish shutting down before `g` finishes (`m::registered`).
+    let Some(t) = (unsafe { m::registered(g.last_m() as usize) }) else {
+        // Cannot happen: a runtime unregisters its Ms only once every goroutine that started
+        // on them has finished. Keep the goroutine (and everything that points into it)
+        // rather than free it.
+        debug_assert!(false, "a started goroutine whose M is gone");
+        std::mem::forget(g);
         return;
     };
-    let rt = current().rt.clone();
-    match rt {
-        Some(rt) => rt.inject(g),
-        // No runtime: the G never runs again. Its reference is dropped; handles may keep it.
-        None => drop(g),
+    // SAFETY: as above, the runtime outlives this call.
+    let rt = unsafe { t.runtime_of() };
+    if rt.config.allow_migration {
+        rt.inject(g);
+    } else {
+        t.push_inbox(g);
+    }
+}
+
+impl Runtime {
+    /// The one place a runnable goroutine is queued by the M `m` (this thread's), holding P
+    /// `p` or none: `next` runs it next, continuing the running time slice, else at the tail.
+    ///
+    /// **A goroutine runs on one M from its first run to its end** (unless the runtime allows
+    /// migration, `pin.rs`). So a goroutine that has not started goes to the P's queue, where
+    /// any M may steal it (the global queue without a P); a started one goes to the queue of
+    /// the M it is bound to: this M's own (no thief can take from it), or another M's inbox.
+    /// Under migration, started goroutines of this runtime are queued on the P like new ones,
+    /// and the scan in `execute` decides whether they may run where they land.
+    pub(crate) fn file(&self, m: &M, p: Option<&P>, g: GRef, next: bool) {
+        let last = g.last_m();
+        if last as usize == m.id && !self.config.allow_migration {
+            m.push_local(g, next);
+            return;
+        }
+        let shared = last == crate::g::NO_M
+            || (self.config.allow_migration
+                // SAFETY: `g` is started and unfinished, and we hold its scheduling reference
+                // (see `ready_elsewhere`).
+                && unsafe { m::registered(last as usize) }
+                    .is_some_and(|t| std::ptr::eq(t.runtime_of_ptr(), self)));
+        if !shared {
+            ready_elsewhere(g);
+            return;
+        }
+        match p {
+            Some(p) if next => p.push_next(self, g),
+            Some(p) => p.push_tail(self, g),
+            None => self.inject(g),
+        }
     }
 }
 

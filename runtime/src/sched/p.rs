@@ -1,5 +1,9 @@
 //! `P`: a processor, the right to run goroutines, with its run queue and what sysmon watches.
 //!
+//! What a P queues: goroutines that have not started yet (a spawn's, or the global queue's),
+//! which any M may steal; a started goroutine is queued on the M it is bound to
+//! (`Runtime::file`), unless the runtime allows migration, when it is queued here too.
+//!
 //! Ownership: a P in status `P_RUNNING` or `P_SYSCALL` belongs to exactly one M; only that M
 //! (its scheduling code and the goroutines it runs) uses the owner-only operations (`push*`,
 //! `pop`, `handoff`, `schedtick`). Ownership moves with the scheduler lock (idle list), the M's
@@ -126,28 +130,18 @@ impl P {
         }
     }
 
-    /// Owner: the next local goroutine and whether it inherits the time slice: the handoff
-    /// cell and `runnext` do (a goroutine readied by the running one continues its slice, as
-    /// in Go), the ring does not. When the slice is used up (sysmon set `preempt` while a
-    /// chain of inheriting goroutines held the P for 10 ms), the ring's head goes first, so a
-    /// pair of goroutines handing off to each other cannot starve the rest of the queue.
-    pub(crate) fn pop_local(&self) -> Option<(GRef, bool)> {
+    /// Owner: the goroutine readied to run next, which inherits the time slice (a goroutine
+    /// readied by the running one continues its slice, as in Go): the handoff cell, then
+    /// `runnext`. The ring is the caller's to take turns with (`m::pop_runnable`).
+    pub(crate) fn pop_inherited(&self) -> Option<GRef> {
         use super::runq::Thin;
-        // Slice used up: whatever runs next starts a new one, the ring's head first.
-        let expired = self.preempt.load(Ordering::Relaxed);
-        if expired {
-            self.preempt.store(false, Ordering::Relaxed);
-            if let Some(g) = self.runq.pop_ring() {
-                return Some((g, false));
-            }
-        }
         let h = self.handoff.load(Ordering::Relaxed);
         if !h.is_null() {
             self.handoff.store(std::ptr::null_mut(), Ordering::Relaxed);
             // SAFETY: as in `push_next`.
-            return Some((unsafe { GRef::from_raw(h) }, !expired));
+            return Some(unsafe { GRef::from_raw(h) });
         }
-        self.runq.pop().map(|(g, next)| (g, next && !expired))
+        self.runq.take_next()
     }
 
     /// Owner (the running goroutine, at a preemption point): whether sysmon asked it to

@@ -29,10 +29,9 @@
 //! scanning at every park (a cost on the hottest path for a rare case); forbidding it by
 //! documentation only (safe code would have undefined behaviour).
 
-use super::m::{pidleget, M};
+use super::m::{registered, M};
 use super::Runtime;
 use crate::g::{GRef, Switch, G};
-use crate::tls;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -289,8 +288,9 @@ fn measure_switch_depth() -> Option<usize> {
 
 /// Whether `g`, which last ran on M `last`, may resume on the calling M. The caller owns `g`
 /// (dequeued, not running).
-pub(crate) fn may_run_on(rt: &Runtime, last: usize, g: &G) -> bool {
-    let Some(old) = rt.m_by_id(last) else {
+pub(crate) fn may_run_on(_rt: &Runtime, last: usize, g: &G) -> bool {
+    // SAFETY: the caller owns `g`, started and unfinished, bound to M `last` (`registered`).
+    let Some(old) = (unsafe { registered(last) }) else {
         return true;
     };
     let (lo, hi) = (
@@ -315,6 +315,11 @@ fn scan_ok(g: &G, lo: usize, hi: usize) -> bool {
     // Up to where the stack starts (the slot header above it is the runtime's).
     let top = crate::stack::stack_top(slot_hi);
     let floor = g.stack().lo() + crate::stack::madvise::PAGE; // above the guard page
+    if sp < floor || sp >= top {
+        // Parked on another stack (a coroutine of the program's own, run inside the
+        // goroutine): its frames are not in the slot, so nothing here can be checked.
+        return false;
+    }
     let from = (sp.saturating_sub(switch_depth()) & !7).max(floor);
     if from >= top {
         return true;
@@ -330,38 +335,15 @@ fn scan_ok(_: &G, _: usize, _: usize) -> bool {
     false
 }
 
-/// Sends `g` to M `target`'s inbox; if that M sleeps, hands it a P: an idle one, else the
-/// caller's own (which then goes idle, as its `schedule` finds no P).
+/// Sends `g` back to M `target`, which it must run on: to its inbox, which wakes the M if it
+/// sleeps (`M::push_inbox`).
 pub(crate) fn send_back(rt: &Runtime, target: usize, g: GRef) {
-    let Some(t) = rt.m_by_id(target) else {
-        rt.inject(g);
-        return;
-    };
-    t.push_inbox(g);
-    let mut s = rt.lock();
-    let asleep = if let Some(i) = s.idle_ms.iter().position(|m| m.id == target) {
-        Some(s.idle_ms.swap_remove(i))
-    } else if let Some(i) = s.pinned_ms.iter().position(|m| m.id == target) {
-        let m = s.pinned_ms.swap_remove(i);
-        rt.npinned.store(s.pinned_ms.len(), Ordering::Relaxed);
-        Some(m)
-    } else {
-        None
-    };
-    let Some(m) = asleep else {
-        return; // running, or on its way to sleep: it looks at its inbox first
-    };
-    let pid = match pidleget(rt, &mut s) {
-        Some(pid) => pid,
-        None => {
-            let p = tls::current_p();
-            tls::set_current_p(std::ptr::null());
-            // SAFETY: the caller runs on an M that holds this P (it is scheduling).
-            unsafe { (*p).id }
-        }
-    };
-    drop(s);
-    m.hand_p(pid);
+    // SAFETY: `g` is started and unfinished, bound to `target`, and we hold its scheduling
+    // reference (`registered`).
+    match unsafe { registered(target) } {
+        Some(t) => t.push_inbox(g),
+        None => rt.inject(g),
+    }
 }
 
 #[cfg(all(test, not(loom), any(target_arch = "x86_64", target_arch = "aarch64")))]

@@ -151,15 +151,21 @@ impl<T: Thin> RunQueue<T> {
     /// Owner only: the next goroutine to run: `runnext` first, then the ring's head; with
     /// whether it came from `runnext`.
     pub(crate) fn pop(&self) -> Option<(T, bool)> {
-        // Look before swapping: an empty `runnext` (the yield path) costs no read-modify-write.
-        if !self.runnext.load(Ordering::Relaxed).is_null() {
-            let next = self.runnext.swap(ptr::null_mut(), Ordering::AcqRel);
-            if !next.is_null() {
-                // SAFETY: taken by our swap; it came from `into_raw`.
-                return Some((unsafe { T::from_raw(next) }, true));
-            }
+        if let Some(next) = self.take_next() {
+            return Some((next, true));
         }
         self.pop_ring().map(|g| (g, false))
+    }
+
+    /// Owner only: `runnext`, leaving the ring alone.
+    pub(crate) fn take_next(&self) -> Option<T> {
+        // Look before swapping: an empty `runnext` (the yield path) costs no read-modify-write.
+        if self.runnext.load(Ordering::Relaxed).is_null() {
+            return None;
+        }
+        let next = self.runnext.swap(ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: taken by our swap; it came from `into_raw`.
+        (!next.is_null()).then(|| unsafe { T::from_raw(next) })
     }
 
     /// Owner only: the ring's head, leaving `runnext` alone.

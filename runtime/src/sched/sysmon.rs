@@ -140,10 +140,8 @@ pub(crate) fn run(rt: &Runtime) {
         // for 10 ms (all are busy); poll for them.
         if let Some(poller) = crate::netpoll::active() {
             if poller.overdue(timers::now_nanos()) {
-                let mut woken = Vec::new();
-                poller.poll_now(&mut |g| woken.push(g));
-                if !woken.is_empty() {
-                    rt.inject_batch(woken);
+                // Each goes to its own M (`ready_elsewhere`; the global queue under migration).
+                if poller.poll_now(&mut super::ready_elsewhere) > 0 {
                     acted = true;
                 }
             }

@@ -354,10 +354,12 @@ impl Runtime {
     }
 
     /// Runs the due timers of `p`, the caller's own P (step 1); woken goroutines are queued
-    /// on `p` in deadline order. At most as many as the ring has room for: an overflowing
-    /// ring sends its oldest half to the global queue, which would put the earliest sleepers
-    /// behind later ones; the rest stay due in the heap for the next schedule.
-    pub(crate) fn run_own_timers(&self, p: &super::P) {
+    /// in deadline order where they run (`Runtime::file`: this M's queue, another M's inbox).
+    /// At most as many as the P's ring has room for (under migration they go there: an
+    /// overflowing ring sends its oldest half to the global queue, which would put the
+    /// earliest sleepers behind later ones); the rest stay due in the heap for the next
+    /// schedule.
+    pub(crate) fn run_own_timers(&self, m: &super::M, p: &super::P) {
         let next = p.timers.next.load(Ordering::Relaxed);
         if next == NONE {
             return;
@@ -367,12 +369,12 @@ impl Runtime {
             return;
         }
         p.timers
-            .run_due(now, p.room(), &mut |g| p.push_tail(self, g));
+            .run_due(now, p.room(), &mut |g| self.file(m, Some(p), g, false));
     }
 
-    /// Runs the due timers of every P (step 2), queueing woken goroutines on `mine`, the
-    /// caller's P. Returns how many fired.
-    pub(crate) fn run_all_timers(&self, mine: &super::P) -> usize {
+    /// Runs the due timers of every P (step 2), filing woken goroutines from `m`, holding
+    /// `mine`. Returns how many fired.
+    pub(crate) fn run_all_timers(&self, m: &super::M, mine: &super::P) -> usize {
         if self.earliest_timer() == NONE {
             return 0;
         }
@@ -381,8 +383,9 @@ impl Runtime {
             .iter()
             .map_while(OnceLock::get)
             .map(|p| {
-                p.timers
-                    .run_due(now, mine.room(), &mut |g| mine.push_tail(self, g))
+                p.timers.run_due(now, mine.room(), &mut |g| {
+                    self.file(m, Some(mine), g, false)
+                })
             })
             .sum()
     }

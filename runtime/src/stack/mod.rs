@@ -57,8 +57,9 @@ pub const DEFAULT_STACK_SIZE: usize = 256 << 10;
 
 /// Bytes at the very top of every slot kept out of the stack: the slot header. While a
 /// goroutine owns the slot its first word is the goroutine's descriptor address and its second
-/// the id of the goroutine's runtime; both are 0 otherwise. The runtime's shutdown finds
-/// goroutines no queue holds (parked ones) through it.
+/// the tag of the M the goroutine is bound to (`M::tag`, unique among the Ms of every runtime
+/// alive); both are 0 otherwise. At shutdown each M finds the goroutines bound to it that no
+/// queue holds (parked ones) through it.
 pub(crate) const SLOT_HEADER: usize = 16;
 
 /// Where the stack of the slot ending at `hi` starts (its highest address; it grows down): right
@@ -76,7 +77,7 @@ pub(crate) fn stack_top(hi: usize) -> usize {
     hi - SLOT_HEADER
 }
 
-/// Word `i` (0: owner, 1: runtime id) of the header of the slot ending at `hi`.
+/// Word `i` (0: owner, 1: M tag) of the header of the slot ending at `hi`.
 fn header_word(hi: usize, i: usize) -> &'static std::sync::atomic::AtomicUsize {
     // SAFETY: `[hi - SLOT_HEADER, hi)` of a carved slot is mapped read-write for the life of
     // the process (reservations are never unmapped), aligned, and used only as these atomics
@@ -188,19 +189,20 @@ impl StackSlot {
         self.at.hi()
     }
 
-    /// Records the goroutine that owns this slot, and its runtime, in the header.
-    pub(crate) fn set_owner(&self, g: usize, runtime: usize) {
-        set_owner(self.hi(), g, runtime);
+    /// Records the goroutine that owns this slot, and the tag of the M it is bound to, in the
+    /// header.
+    pub(crate) fn set_owner(&self, g: usize, tag: usize) {
+        set_owner(self.hi(), g, tag);
     }
 }
 
-fn set_owner(hi: usize, g: usize, runtime: usize) {
+fn set_owner(hi: usize, g: usize, tag: usize) {
     use std::sync::atomic::Ordering::Release;
     if g == 0 {
         header_word(hi, 0).store(0, Release);
         header_word(hi, 1).store(0, Release);
     } else {
-        header_word(hi, 1).store(runtime, Release);
+        header_word(hi, 1).store(tag, Release);
         header_word(hi, 0).store(g, Release);
     }
 }
@@ -210,12 +212,18 @@ pub(crate) fn clear_owner(slot: SlotAddr) {
     set_owner(slot.hi(), 0, 0);
 }
 
-/// Calls `f` with the owner recorded in every carved slot owned by a goroutine of `runtime`.
-/// Only slots whose top page is resident are read (an owned slot's header was written, so its
-/// page is resident; reading the others would fault zero pages in for nothing). Other
-/// runtimes' slots may change owner meanwhile: their headers are only compared, as atomics.
-/// The caller must make sure its own runtime's owners do not change meanwhile.
-pub(crate) fn for_each_owner(runtime: usize, mut f: impl FnMut(usize)) {
+/// Records a new M tag for the owner `g` of `slot` (a goroutine that moved to that M).
+pub(crate) fn set_owner_tag(slot: SlotAddr, g: usize, tag: usize) {
+    set_owner(slot.hi(), g, tag);
+}
+
+/// Calls `f` with the owner recorded in every carved slot whose header carries `tag` (the M
+/// the goroutine is bound to, `M::tag`). Only slots whose top page is resident are read (an
+/// owned slot's header was written, so its page is resident; reading the others would fault
+/// zero pages in for nothing). Slots with other tags may change owner meanwhile: their
+/// headers are only compared, as atomics. The caller must make sure the owners tagged `tag`
+/// do not change meanwhile (it is that M, which alone finishes them).
+pub(crate) fn for_each_owner(tag: usize, mut f: impl FnMut(usize)) {
     let mut map = Vec::new();
     for (lo, hi, size) in pool::carved_slot_ranges() {
         let mut a = lo;
@@ -228,7 +236,7 @@ pub(crate) fn for_each_owner(runtime: usize, mut f: impl FnMut(usize)) {
                         continue;
                     }
                     let hi = a + (i + 1) * size;
-                    if header_word(hi, 1).load(std::sync::atomic::Ordering::Acquire) != runtime {
+                    if header_word(hi, 1).load(std::sync::atomic::Ordering::Acquire) != tag {
                         continue;
                     }
                     let g = header_word(hi, 0).load(std::sync::atomic::Ordering::Acquire);
