@@ -22,6 +22,7 @@ pub mod chan;
 pub mod context;
 pub mod fs;
 mod g;
+pub mod io;
 mod live;
 mod local;
 mod loom;
