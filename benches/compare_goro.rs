@@ -22,6 +22,11 @@
 //!   peak RSS (`VmHWM`) instead, read after all finished.
 //! - `fanout`: N small CPU tasks (1,000 rounds of an LCG each) spawned and waited for, on one
 //!   processor and then on two (two runtimes in turn); reports both times and the speed-up.
+//! - `imbalance`: 3 CPU-bound goroutines on 2 processors, each N rounds of fanout's LCG with
+//!   a `goro::preempt_point()` every 1,000 rounds; `wall` from the first spawn until all are
+//!   joined, `first_done` / `last_done` when the first / last of them finished (ms from the
+//!   same start), `spread` = last_done / first_done (about 1 when the three share both
+//!   processors fairly, about 2 when one had a processor to itself).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -374,6 +379,72 @@ fn fanout(n: usize) {
     row("fanout", "speedup", t1 / t2, "x");
 }
 
+/// The imbalance workload's default rounds per goroutine: one of them alone takes about
+/// 300 ms (1.67 ns a round on the 2-core AMD EPYC VMs here); benches/compare's `--quick` runs
+/// a fifth of it.
+const IMBALANCE_N: usize = 180_000_000;
+/// Rounds between two preemption points.
+const IMBALANCE_CHUNK: u64 = 1000;
+
+/// One imbalance goroutine: `n` rounds of fanout's LCG from `seed`, a preemption point after
+/// every `IMBALANCE_CHUNK` of them (the peers do the same; Go's loop has none: it preempts by
+/// signal).
+fn lcg_long(seed: u64, n: u64) -> u64 {
+    let mut x = seed;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(IMBALANCE_CHUNK);
+        for _ in 0..k {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x ^= x >> 33;
+        }
+        left -= k;
+        goro::preempt_point();
+    }
+    x
+}
+
+/// 3 CPU-bound goroutines on 2 processors: how evenly the scheduler shares the processors out
+/// among them. Go rotates them over both (each gets about 2/3 of a core, so all finish near
+/// 1.5x one alone); a scheduler that keeps a started goroutine on its thread leaves two
+/// sharing one processor and one with the other to itself (spread near 2).
+fn imbalance(n: usize) {
+    const TASKS: u64 = 3;
+    let (wall, done, sum, procs) = goro::Builder::new().max_procs(2).run(move || {
+        let procs = goro::runtime::max_procs();
+        let t = Instant::now();
+        let hs: Vec<_> = (0..TASKS)
+            .map(|i| {
+                goro::spawn(move || {
+                    let x = lcg_long(i, n as u64);
+                    (x, t.elapsed())
+                })
+            })
+            .collect();
+        // Joined in order: each join parks the main goroutine until that one is done.
+        let res: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        let wall = t.elapsed();
+        let sum = res.iter().fold(0u64, |s, r| s.wrapping_add(r.0));
+        let done: Vec<f64> = res.iter().map(|r| r.1.as_secs_f64() * 1e3).collect();
+        (wall.as_secs_f64() * 1e3, done, sum, procs)
+    });
+    let first = done.iter().cloned().fold(f64::INFINITY, f64::min);
+    let last = done.iter().cloned().fold(0.0, f64::max);
+    eprintln!(
+        "compare_goro: imbalance n={n} procs={procs} checksum {sum} done_ms {}",
+        done.iter()
+            .map(|d| format!("{d:.1}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    row("imbalance", "wall", wall, "ms");
+    row("imbalance", "first_done", first, "ms");
+    row("imbalance", "last_done", last, "ms");
+    println!("imbalance goro spread {:.2} x", last / first);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -393,6 +464,10 @@ fn main() {
         // Two runtimes in turn (one and two processors), so not inside `goro::run`.
         return fanout(n.unwrap_or(1_000_000));
     }
+    if workload == "imbalance" {
+        // Its own runtime with two processors, so not inside `goro::run` either.
+        return imbalance(n.unwrap_or(IMBALANCE_N));
+    }
     goro::run(move || match workload.as_str() {
         "spawn_idle" => {
             let n = n.unwrap_or(1_000_000);
@@ -408,7 +483,7 @@ fn main() {
         "mutex" => mutex(n.unwrap_or(1_000_000)),
         "" => {} // `cargo bench` with no workload runs nothing
         w => {
-            eprintln!("compare_goro: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow, pingpong, ring, chan_buffered, mutex, sleep, fanout)");
+            eprintln!("compare_goro: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow, pingpong, ring, chan_buffered, mutex, sleep, fanout, imbalance)");
             std::process::exit(2);
         }
     });

@@ -1,7 +1,7 @@
 // Go peer for benches/compare: the same workloads as goro's compare_goro bench,
 // run on Go's own runtime. Standard library only.
 //
-//	goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep> [--n N]
+//	goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|imbalance|chan_buffered|mutex|sleep> [--n N]
 //	goropeer <http_hello|echo> --addr IP:PORT
 //
 // Prints rows "workload go metric value unit" on stdout. http_hello and echo (net.go) are
@@ -35,6 +35,13 @@
 //     Wall time from the first go to Wait returning, first with runtime.GOMAXPROCS(1) (procs1),
 //     then GOMAXPROCS(2) (procs2), in this process; speedup = procs1/procs2. The two sums must
 //     match (the sum is also printed on stderr, to compare with the other implementations).
+//   - imbalance (N=180,000,000 rounds): under runtime.GOMAXPROCS(2), start 3 goroutines that
+//     each run N rounds of fanout's LCG from x = their index (0, 1, 2), with nothing in the
+//     loop to yield: Go preempts a goroutine that has run 10 ms by signal. Each records when it
+//     finished (time since the first go); main waits on a sync.WaitGroup. wall = ms from the
+//     first go to Wait returning, first_done / last_done = the earliest / latest finish,
+//     spread = last_done / first_done (Go rotates the three over both Ps: near 1). The sum of
+//     the three results is printed on stderr (the same in every implementation).
 //   - chan_buffered (N=1,000,000 values): one make(chan int, 1024), 4 producer goroutines and 4
 //     consumer goroutines. Producer p sends the integers p*N/4 .. (p+1)*N/4-1 (so N values in
 //     all, 0..N-1); consumers range over the channel until it is closed and drained, each
@@ -295,6 +302,62 @@ func fanout(n int) {
 	fmt.Printf("fanout go speedup %.2f x\n", float64(d1)/float64(d2))
 }
 
+// lcgLong is one imbalance goroutine's work: n rounds of fanoutWork's LCG from seed. The other
+// implementations put a preemption point (or yield) after every 1,000 rounds; Go needs none,
+// so the rounds are counted off in the same chunks but nothing is called between them.
+func lcgLong(seed uint64, n int) uint64 {
+	x := seed
+	for left := n; left > 0; {
+		k := left
+		if k > 1000 {
+			k = 1000
+		}
+		for j := 0; j < k; j++ {
+			x = x*6364136223846793005 + 1442695040888963407
+			x ^= x >> 33
+		}
+		left -= k
+	}
+	return x
+}
+
+func imbalance(n int) {
+	const tasks = 3
+	runtime.GOMAXPROCS(2)
+	runtime.GC() // start from a clean heap, outside the timing
+	var results [tasks]uint64
+	var done [tasks]time.Duration
+	var wg sync.WaitGroup
+	wg.Add(tasks)
+	t0 := time.Now()
+	for i := 0; i < tasks; i++ {
+		go func(i int) {
+			results[i] = lcgLong(uint64(i), n)
+			done[i] = time.Since(t0)
+			wg.Done()
+		}(i)
+	}
+	wg.Wait()
+	wall := time.Since(t0)
+	var sum uint64
+	first, last := done[0], done[0]
+	for i := 0; i < tasks; i++ {
+		sum += results[i]
+		if done[i] < first {
+			first = done[i]
+		}
+		if done[i] > last {
+			last = done[i]
+		}
+	}
+	fmt.Fprintf(os.Stderr, "goropeer: imbalance n=%d procs=%d checksum %d done_ms %.1f,%.1f,%.1f\n",
+		n, runtime.GOMAXPROCS(0), sum, ms(done[0]), ms(done[1]), ms(done[2]))
+	row("imbalance", "wall", ms(wall), "ms")
+	row("imbalance", "first_done", ms(first), "ms")
+	row("imbalance", "last_done", ms(last), "ms")
+	fmt.Printf("imbalance go spread %.2f x\n", float64(last)/float64(first))
+}
+
 func chanBuffered(n int) {
 	const producers, consumers, capacity = 4, 4, 1024
 	ch := make(chan int, capacity)
@@ -388,7 +451,7 @@ func sleepMany(n int) {
 func main() {
 	args := os.Args[1:]
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep> [--n N]\n       goropeer <http_hello|echo> --addr IP:PORT [--buf BYTES]")
+		fmt.Fprintln(os.Stderr, "usage: goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|imbalance|chan_buffered|mutex|sleep> [--n N]\n       goropeer <http_hello|echo> --addr IP:PORT [--buf BYTES]")
 		os.Exit(2)
 	}
 	n := -1
@@ -434,6 +497,8 @@ func main() {
 		ring(orDefault(1_000_000))
 	case "fanout":
 		fanout(orDefault(1_000_000))
+	case "imbalance":
+		imbalance(orDefault(180_000_000))
 	case "chan_buffered":
 		chanBuffered(orDefault(1_000_000))
 	case "mutex":
@@ -451,7 +516,7 @@ func main() {
 			httpHello(addr)
 		}
 	default:
-		fmt.Fprintf(os.Stderr, "unknown workload %q (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout, chan_buffered, mutex, sleep, http_hello, echo)\n", args[0])
+		fmt.Fprintf(os.Stderr, "unknown workload %q (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout, imbalance, chan_buffered, mutex, sleep, http_hello, echo)\n", args[0])
 		os.Exit(2)
 	}
 }

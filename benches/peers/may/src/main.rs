@@ -1,8 +1,8 @@
 //! may peer for `benches/compare`: the same workloads as goro's `compare_goro` bench, run on
 //! `may`'s stackful coroutines.
 //!
-//! `may-peer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep>
-//! [--n N] [--procs P]`, rows
+//! `may-peer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|imbalance|chan_buffered|
+//! mutex|sleep> [--n N] [--procs P]`, rows
 //! `workload may metric value unit`.
 //!
 //! `may-peer <http_hello|echo> --addr IP:PORT`: the servers of benches/compare's `http` and
@@ -54,6 +54,14 @@
 //!   (1,000, may's stack pool size, so every stack is a recycled one) started-but-unfinished
 //!   coroutines, parking on a `may::sync::Semphore` while at that limit (each coroutine posts
 //!   it when done). Go, tokio and goro put no such limit on their spawner.
+//! - `imbalance` (N = 180,000,000 rounds): with 2 workers (always: set before the scheduler
+//!   starts, whatever `--procs` or `MAY_WORKERS` say), a main coroutine spawns 3 coroutines
+//!   that each run N rounds of fanout's LCG from x = their index (0, 1, 2), with a
+//!   `coroutine::yield_now()` after every 1,000 rounds (may does not preempt), and return their
+//!   result and when they finished (time since the first spawn); main joins the three.
+//!   `wall` = ms from the first spawn to the last join, `first_done` / `last_done` = the
+//!   earliest / latest finish, `spread` = last_done / first_done. The sum of the results goes
+//!   to stderr (the same in every implementation).
 //!
 //! may's defaults are used (one worker per core, pinned). `MAY_WORKERS=k` overrides the worker
 //! count, for exploring (with 2 workers an idle worker steals the child in `spawn_join`, so
@@ -361,6 +369,61 @@ fn fanout_procs(n: usize, procs: usize) {
     row("fanout", &format!("procs{procs}"), el.as_secs_f64() * 1e3, "ms");
 }
 
+/// Rounds between two yields in `imbalance`.
+const IMBALANCE_CHUNK: u64 = 1000;
+
+/// One imbalance coroutine: `n` rounds of fanout's LCG from `seed`, yielding every 1,000.
+fn lcg_long(seed: u64, n: u64) -> u64 {
+    let mut x = seed;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(IMBALANCE_CHUNK);
+        for _ in 0..k {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x ^= x >> 33;
+        }
+        left -= k;
+        coroutine::yield_now();
+    }
+    x
+}
+
+/// 3 CPU-bound coroutines on 2 workers (see the docs at the top; main() sets the 2 workers).
+fn imbalance(n: usize) {
+    const TASKS: u64 = 3;
+    let (wall, done, sum) = go!(move || {
+        let t0 = Instant::now();
+        let hs: Vec<_> = (0..TASKS)
+            .map(|i| {
+                go!(move || {
+                    let x = lcg_long(i, n as u64);
+                    (x, t0.elapsed())
+                })
+            })
+            .collect();
+        // Joining from a coroutine parks it until that one is done.
+        let res: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        let wall = t0.elapsed();
+        let sum = res.iter().fold(0u64, |s, r| s.wrapping_add(r.0));
+        let done: Vec<f64> = res.iter().map(|r| r.1.as_secs_f64() * 1e3).collect();
+        (wall.as_secs_f64() * 1e3, done, sum)
+    })
+    .join()
+    .unwrap();
+    let first = done.iter().cloned().fold(f64::INFINITY, f64::min);
+    let last = done.iter().cloned().fold(0.0, f64::max);
+    let list: Vec<String> = done.iter().map(|d| format!("{d:.1}")).collect();
+    eprintln!(
+        "may-peer: imbalance n={n} workers={} checksum {sum} done_ms {}",
+        may::config().get_workers(),
+        list.join(",")
+    );
+    row("imbalance", "wall", wall, "ms");
+    row("imbalance", "first_done", first, "ms");
+    row("imbalance", "last_done", last, "ms");
+    println!("imbalance may spread {:.2} x", last / first);
+}
+
 /// `fanout` without `--procs`: run this program again with `--procs 1` and `--procs 2` (may's
 /// worker count can't change once its scheduler runs) and print all three rows.
 fn fanout_both(n: usize) {
@@ -537,6 +600,9 @@ fn main() {
     if let Some(p) = procs {
         may::config().set_workers(p); // before anything starts may's scheduler
     }
+    if workload == "imbalance" {
+        may::config().set_workers(2); // 3 coroutines on 2 workers, whatever else was asked
+    }
     match workload.as_str() {
         "spawn_idle" => spawn_idle(n.unwrap_or(1_000_000)),
         "spawn_join" => spawn_join(n.unwrap_or(1_000_000)),
@@ -547,6 +613,7 @@ fn main() {
             Some(p) => fanout_procs(n.unwrap_or(1_000_000), p),
             None => fanout_both(n.unwrap_or(1_000_000)),
         },
+        "imbalance" => imbalance(n.unwrap_or(180_000_000)),
         "chan_buffered" => chan_buffered(n.unwrap_or(1_000_000)),
         "mutex" => mutex(n.unwrap_or(1_000_000)),
         "sleep" => sleep(n.unwrap_or(1_000_000)),
@@ -565,7 +632,8 @@ fn main() {
         w => {
             eprintln!(
                 "may-peer: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow, \
-                 pingpong, ring, fanout, chan_buffered, mutex, sleep, http_hello, echo)"
+                 pingpong, ring, fanout, imbalance, chan_buffered, mutex, sleep, http_hello, \
+                 echo)"
             );
             std::process::exit(2);
         }

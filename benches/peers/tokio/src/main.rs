@@ -1,8 +1,8 @@
 //! tokio peer for `benches/compare`: the same workloads as goro's `compare_goro` bench, run on
 //! tokio's multi-thread runtime (default: one worker per core).
 //!
-//! `tokio-peer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|chan_buffered|mutex|sleep>
-//! [--n N]`, rows
+//! `tokio-peer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|imbalance|chan_buffered|
+//! mutex|sleep> [--n N]`, rows
 //! `workload tokio metric value unit`.
 //!
 //! `tokio-peer <http_hello|http_raw|echo> --addr IP:PORT`: the servers of benches/compare's
@@ -39,6 +39,14 @@
 //!   being woken, on a fresh multi-thread runtime with `worker_threads(1)` (`procs1`), then on
 //!   another with `worker_threads(2)` (`procs2`), spawned from a main task on that runtime;
 //!   `speedup` = procs1/procs2. The two sums must match (also printed on stderr).
+//! - `imbalance` (N = 180,000,000 rounds): on a fresh multi-thread runtime with
+//!   `worker_threads(2)`, a main task spawns 3 tasks that each run N rounds of fanout's LCG from
+//!   x = their index (0, 1, 2), with a `tokio::task::yield_now().await` after every 1,000 rounds
+//!   (tokio does not preempt: a task runs until it returns `Pending`), and return their result
+//!   and when they finished (time since the first spawn); main awaits the three join handles.
+//!   `wall` = ms from the first spawn to the last join, `first_done` / `last_done` = the
+//!   earliest / latest finish, `spread` = last_done / first_done. The sum of the results goes to
+//!   stderr (the same in every implementation).
 //! - `chan_buffered` (N = 1,000,000 values): one bounded channel of capacity 1,024, 4 producer
 //!   tasks and 4 consumer tasks. `tokio::sync::mpsc` has a single receiver, so the channel is
 //!   `async_channel::bounded(1024)` (crate `async-channel`, multi-producer multi-consumer).
@@ -255,6 +263,68 @@ fn fanout(n: usize) {
     println!("fanout tokio speedup {:.2} x", d1.as_secs_f64() / d2.as_secs_f64());
 }
 
+/// Rounds between two yields in `imbalance`.
+const IMBALANCE_CHUNK: u64 = 1000;
+
+/// One imbalance task: `n` rounds of fanout's LCG from `seed`, yielding every 1,000.
+async fn lcg_long(seed: u64, n: u64) -> u64 {
+    let mut x = seed;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(IMBALANCE_CHUNK);
+        for _ in 0..k {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x ^= x >> 33;
+        }
+        left -= k;
+        tokio::task::yield_now().await;
+    }
+    x
+}
+
+/// 3 CPU-bound tasks on 2 worker threads (see the docs at the top).
+fn imbalance(n: usize) {
+    const TASKS: u64 = 3;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (wall, done, sum) = rt.block_on(async move {
+        // Spawned from a main task on a worker, as in the other workloads.
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let hs: Vec<_> = (0..TASKS)
+                .map(|i| {
+                    tokio::spawn(async move {
+                        let x = lcg_long(i, n as u64).await;
+                        (x, t0.elapsed())
+                    })
+                })
+                .collect();
+            let mut res = Vec::new();
+            for h in hs {
+                res.push(h.await.unwrap());
+            }
+            let wall = t0.elapsed();
+            let sum = res.iter().fold(0u64, |s, r| s.wrapping_add(r.0));
+            let done: Vec<f64> = res.iter().map(|r| r.1.as_secs_f64() * 1e3).collect();
+            (wall.as_secs_f64() * 1e3, done, sum)
+        })
+        .await
+        .unwrap()
+    });
+    drop(rt);
+    let first = done.iter().cloned().fold(f64::INFINITY, f64::min);
+    let last = done.iter().cloned().fold(0.0, f64::max);
+    let list: Vec<String> = done.iter().map(|d| format!("{d:.1}")).collect();
+    eprintln!("tokio-peer: imbalance n={n} workers=2 checksum {sum} done_ms {}", list.join(","));
+    row("imbalance", "wall", wall, "ms");
+    row("imbalance", "first_done", first, "ms");
+    row("imbalance", "last_done", last, "ms");
+    println!("imbalance tokio spread {:.2} x", last / first);
+}
+
 async fn chan_buffered(n: usize) {
     const PRODUCERS: usize = 4;
     const CONSUMERS: usize = 4;
@@ -375,6 +445,10 @@ fn main() {
         // Builds its own runtimes (1 worker, then 2).
         return fanout(n.unwrap_or(1_000_000));
     }
+    if workload == "imbalance" {
+        // Builds its own runtime (2 workers).
+        return imbalance(n.unwrap_or(180_000_000));
+    }
     // What #[tokio::main] builds: a multi-thread runtime, one worker per core.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -409,7 +483,8 @@ fn main() {
                 w => {
                     eprintln!(
                         "tokio-peer: unknown workload {w:?} (spawn_idle, spawn_join, \
-                         stack_grow, pingpong, ring, fanout, chan_buffered, mutex, sleep, \
+                         stack_grow, pingpong, ring, fanout, imbalance, chan_buffered, mutex, \
+                         sleep, \
                          http_hello, http_raw, echo)"
                     );
                     std::process::exit(2);
