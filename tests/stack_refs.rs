@@ -132,10 +132,11 @@ fn scoped_thread_writes_into_a_local() {
                     *x = i as u64 * 3;
                 }
             });
-            // The scope is still open while this goroutine switches (and maybe moves to
-            // another OS thread). The explicit join is the README's rule: the scope's own
-            // implicit join parks the OS thread that opened the scope, which after a move is
-            // not ours, so without it this could wait forever.
+            // The scope is still open while this goroutine switches (and, under migration,
+            // maybe moves to another OS thread). The explicit join is what makes the
+            // migrating half of `with_churn` finish: the scope's own implicit join parks the
+            // OS thread that opened the scope, which after a move is not ours. By default a
+            // goroutine never moves, and `tests/thread_bound.rs` leaves the join to the scope.
             switch_around();
             h.join().unwrap();
         });

@@ -41,8 +41,9 @@
 //! most one run queue at a time. This mirrors Go's `gopark`, which commits the park on the
 //! scheduler stack (`park_m`) for the same reason. The loom model is in `tests` below.
 //!
-//! Goroutines migrate between Ms once the scheduler has more than one; the state word and the
-//! run queues are the only hand-off points, and both use acquire/release.
+//! A goroutine runs on the M it first ran on until it ends (`sched/pin.rs`; `last_m` names that
+//! M), but its state word is touched from any thread (unparks, the collector); the state word
+//! and the run queues are the only hand-off points, and both use acquire/release.
 
 mod body;
 mod gref;
@@ -132,8 +133,9 @@ pub(crate) struct G {
     /// The scheduling reference while WAITING (see the module comment): written by the M
     /// before it commits the park, taken by the unparker that moves the G to RUNNABLE.
     parked_ref: UnsafeCell<Option<GRef>>,
-    /// The M that last ran this goroutine (`NO_M` before its first run): written by that M
-    /// after each switch-out, read by the next M to run it (`sched/pin.rs`).
+    /// The M this goroutine is bound to (`NO_M` before its first run): written by that M when
+    /// it first runs it (or, under migration, when another M takes it over), read by whoever
+    /// readies it, to queue it there (`Runtime::file`).
     last_m: AtomicU32Std,
     /// Set by the runtime's shutdown before it unwinds the goroutine: switches return at once.
     dying: std::sync::atomic::AtomicBool,

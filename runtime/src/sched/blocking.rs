@@ -9,8 +9,17 @@
 //!    been in the same call for a sysmon tick and other work waits (see `sysmon.rs`), and hand
 //!    it to another M, which runs the queued goroutines.
 //! 3. Exit: CAS `P_SYSCALL → P_RUNNING` takes the P back if sysmon did not; else an idle P is
-//!    taken; else the goroutine switches out with no P, its M puts it on the global queue and
-//!    goes to sleep, and whichever M picks it up runs the rest of it.
+//!    taken; else the goroutine switches out with no P, and its M keeps it (it is bound to
+//!    this thread, `pin.rs`) and waits for a P with it (`stopm`: an idle one, or the next busy
+//!    M's turn). Under `allow_migration` it goes to the global queue instead and whichever M
+//!    picks it up runs the rest of it.
+//!
+//! What a handoff hands over: the P's queue of goroutines that have not started, its timers,
+//! and the chance to run the global queue and the poller. The goroutines bound to this M
+//! wait until the call returns, since no other thread may run them: so code inside
+//! `blocking` must not wait for one of them (a std channel filled by a goroutine of the same
+//! thread would wait forever); goro's channels and locks, used outside `blocking`, park
+//! instead.
 //!
 //! The call runs on the goroutine's own stack and thread, so it may borrow anything the
 //! goroutine has. Inside it, code behaves as on a plain thread: `goro::park`, channels and

@@ -1,40 +1,65 @@
 //! `M`: an OS thread running the scheduler loop, and how Ms find work, spin and sleep.
 //!
+//! # Two kinds of queue
+//! A started goroutine is bound to the M it first ran on (`pin.rs`), so an M has queues of its
+//! own besides its P's: a `next` slot and a FIFO that only the M touches (`LocalQueue`), and an
+//! inbox where other threads put its goroutines they woke (`push_inbox`). A P's ring and
+//! `runnext` hold goroutines that have not started, which any M may steal, as in Go. (Under
+//! `allow_migration` started goroutines go through the P's queues too, as they did before.)
+//!
+//! ```text
+//!   spawn ──▶ P.runnext / P.ring ──steal──▶ another P      (not started: any M)
+//!   ready from this M ──▶ M.next / M.fifo                   (started here: this M only)
+//!   ready from elsewhere ──▶ M.inbox ──(wake if asleep)──▶ M.fifo
+//! ```
+//!
 //! # The loop (Go's `schedule`/`findrunnable`)
 //! An M holding a P repeats: find a goroutine, run it until it switches out, file it. Finding
 //! one, in order:
-//! 1. goroutines pinned to this M (`pin.rs`), then, every 61st schedule, the global queue;
-//! 2. the P's handoff cell, `runnext`, ring;
+//! 1. the inbox moves to the FIFO; every 61st schedule, the global queue first (and, if an M
+//!    holding goroutines of its own has waited 10 ms for a P, this M hands it its P);
+//! 2. the `next` slots (the M's, then the P's handoff cell and `runnext`), which continue the
+//!    time slice; then the M's FIFO and the P's ring, taking turns (after a yield, the shared
+//!    work queued ahead of the yielder goes first, as Go's `Gosched` puts it behind);
 //! 3. the global queue (a fair share of it moves to the ring);
-//! 4. if an idle M waits with pinned goroutines, hand it this P and sleep;
+//! 4. if an idle M waits with goroutines of its own, hand it this P and sleep;
 //! 5. steal: become *spinning* (unless half of the busy Ps' worth of Ms already spin) and try
 //!    every other P four times in random order, taking half its ring (`runnext` too on the
-//!    last try); if `wakep` was called meanwhile (work is being readied), wait a moment and
-//!    look again instead of sleeping, so the busy M does not pay a futex wake per ready;
-//! 6. give up: under the scheduler lock check the global queue once more, then put the P on
-//!    the idle list. A spinning M then stops spinning and looks at every P's queue once more;
-//!    if one has work it takes an idle P back and starts again. Otherwise it sleeps (`stopm`)
-//!    until `startm` hands it a P.
+//!    last try), looking at the inbox between rounds; if `wakep` was called meanwhile (work is
+//!    being readied), wait a moment and look again instead of sleeping, so the busy M does not
+//!    pay a futex wake per ready; if goroutines bound here are parked, watch the inbox for up
+//!    to 20 µs, since only this M can run them when they are woken;
+//! 6. give up: under the scheduler lock check the global queue and this M's queues once more,
+//!    then put the P on the idle list. A spinning M then stops spinning and looks at every
+//!    P's queue once more; if one has work it takes an idle P back and starts again.
+//!    Otherwise it sleeps (`stopm`) until `startm` hands it a P, or a goroutine of its own
+//!    arrives in its inbox (`wake_bound` hands it an idle P, or lists it in `pinned_ms` for
+//!    the next P that frees up).
 //!
 //! # Waking (no lost work, bounded spinning)
-//! Readying a goroutine calls `wakep`: if a P is idle and no M spins, it claims the single
+//! Readying a new goroutine calls `wakep`: if a P is idle and no M spins, it claims the single
 //! spinning slot (`nmspinning` 0 → 1 by CAS) and `startm` hands an idle P to an idle M (or a
 //! new thread). An M that finds work while spinning stops spinning; if it was the last
 //! spinner it calls `wakep` again, so work that arrives in bursts spreads one M at a time
-//! (Go's "spinning M wakes the next").
+//! (Go's "spinning M wakes the next"). Readying a started goroutine wakes no one but its own
+//! M: no other M could run it.
 //!
 //! Why no work is lost: a goroutine in the **global queue** is pushed under the scheduler lock,
 //! and an M puts its P on the idle list under the same lock right after checking that queue,
 //! so either it sees the goroutine or the pusher's `wakep` (which runs after unlocking) sees
-//! the idle P. A goroutine in a **local queue** is always run by that queue's own M at the
-//! latest; `wakep` there only adds parallelism. (A spinner that decrements `nmspinning` and
-//! re-checks the queues can, in a store-buffer race, miss a push whose `wakep` read the old
-//! count; that loses parallelism, not the goroutine, and sysmon's starvation check wakes a P
-//! for a queue that stops moving.)
+//! the idle P. A goroutine in a **P's queue** is always run by that P's M at the latest; `wakep`
+//! there only adds parallelism. (A spinner that decrements `nmspinning` and re-checks the
+//! queues can, in a store-buffer race, miss a push whose `wakep` read the old count; that
+//! loses parallelism, not the goroutine, and sysmon's starvation check wakes a P for a queue
+//! that stops moving.) A goroutine in an **M's inbox**: the pusher stores, then reads
+//! `sleeping`; `stopm` sets `sleeping`, then reads the inbox, all `SeqCst` (`push_inbox`): either
+//! the M sees the goroutine before it sleeps, or the pusher sees it asleep and wakes it.
 //!
 //! Rejected: one shared queue with a condition variable (every schedule takes the lock), and
 //! waking an M on every push (a futex wake per spawn; Go's numbers show the spinning scheme is
-//! what makes cross-P spawn cheap).
+//! what makes cross-P spawn cheap). For bound goroutines, Go's `LockOSThread` mechanics (the
+//! locked M sleeps and hands its P off at every park, `startlockedm` wakes it at every ready):
+//! two futex wakes per switch, where an M running many bound goroutines needs none.
 
 use super::p::{P, P_IDLE, P_RUNNING, P_STOPPED};
 use super::{pin, runq, Runtime, Sched, MAX_MS};

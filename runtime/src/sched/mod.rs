@@ -8,10 +8,10 @@
 //!   needs a P to run goroutines. Ms are created on demand and never exit before shutdown; an
 //!   M with nothing to do puts its P on the idle list and sleeps on its own condition variable
 //!   until another thread hands it a P (`startm`/`stopm`).
-//! - The **global queue** takes goroutines readied by threads that are not Ms, the overflow
-//!   of a full local ring (half of it, in one batch), goroutines that yield while it has work
-//!   (Go's `Gosched`), and those whose M lost its P in a blocking call. A P looks at it every
-//!   61st schedule, so it cannot starve.
+//! - The **global queue** takes goroutines spawned by threads that are not Ms, the overflow
+//!   of a full local ring (half of it, in one batch); under `allow_migration` also goroutines
+//!   that yield while it has work (Go's `Gosched`) and those whose M lost its P in a blocking
+//!   call. A P looks at it every 61st schedule, so it cannot starve.
 //! - **Stealing and spinning**: an M that runs out of work becomes *spinning* (at most half
 //!   of the busy Ps' worth of Ms spin at once) and steals half of a random victim's ring;
 //!   readying a goroutine wakes an idle P's M only when no M is spinning (`wakep`). An M that
@@ -20,9 +20,12 @@
 //! - **sysmon** (`sysmon.rs`) asks long-running goroutines to yield at their next preemption
 //!   point, retakes the P of an M stuck in [`blocking`] when other work waits, wakes an idle P
 //!   when a busy P's queue is not moving, and prints `GORO_DEBUG=schedtrace=<ms>` lines.
-//! - **Migration safety** (`pin.rs`): a goroutine about to run on another M than last time
-//!   has its parked stack scanned for addresses inside the old M's thread-local block; if it
-//!   holds one it is sent back to that M.
+//! - **Goroutines stay on their thread** (`pin.rs`): a goroutine runs on the M it first ran
+//!   on until it ends, so thread-locals, `Rc`s from them, std lock guards and scopes work in
+//!   goroutines as on plain threads; stealing moves only goroutines that have not started.
+//!   [`Runtime::file`] is the one place that decides where a runnable goroutine is queued.
+//!   `unsafe Builder::allow_migration` lets started goroutines move, with a scan of the
+//!   parked stack for thread-local addresses as a net.
 //!
 //! The state shared by all Ms lives in [`Runtime`]; the parts that must change together (the
 //! global queue, the idle P and M lists) are under one lock, Go's `sched.lock`. Counters that
@@ -34,9 +37,10 @@
 //! process exits). `run` holds a user count; the last `run` to return stops the runtime it
 //! started: every M finishes the goroutine it is running (a goroutine in a CPU loop without
 //! preemption points, or in a long `blocking` call, delays this, like a tokio task that never
-//! yields), the threads are joined, and goroutines still queued or parked are unwound on the
-//! returning thread (`shutdown.rs`), so nothing leaks. A `spawn` from a plain thread while a `run` owns the runtime makes it
-//! the background runtime, since nothing else would keep that goroutine's runtime going.
+//! yields), then unwinds the goroutines bound to it on its own thread, and the threads are
+//! joined (`shutdown.rs`), so nothing leaks. A `spawn` from a plain thread while a `run` owns
+//! the runtime makes it the background runtime, since nothing else would keep that
+//! goroutine's runtime going.
 
 mod blocking;
 mod m;

@@ -1,33 +1,50 @@
-//! Migration safety: a goroutine that holds a reference into its M's thread-locals across a
-//! switch runs again on that M.
+//! Thread-bound state and the one-M rule; the migration scan behind `allow_migration`.
 //!
-//! The hazard: `thread_local! { static X: .. }` and `X.with(|x| { goro::yield_now(); use(x) })`.
-//! `x` is an address inside the static TLS block of the thread the goroutine ran on. Resumed on
-//! another M, the goroutine would keep using the first thread's value while that thread uses
-//! it too: a data race on a `!Sync` value, undefined behaviour from safe code.
-//! (The runtime's own thread-locals are safe by construction: they are read through
-//! `#[inline(never)]` accessors that compute the address on the calling thread, `tls.rs`.)
+//! # The rule
+//! **A goroutine runs on one M (OS thread) from its first run to its end.** Work stealing
+//! moves only goroutines that have not started (`Runtime::file` queues a started one on its
+//! own M), so everything Rust ties to a thread is as correct in a goroutine as on a plain
+//! thread: a `thread_local!` and references into it, an `Rc` cloned from one (rand's
+//! `ThreadRng`, any crate's thread-local handles), std's `ReentrantLock` guards
+//! (`stdout().lock()`), `std::thread::scope` (which parks and unparks the thread that opened
+//! it). This is Go's `LockOSThread`, for every goroutine, without its cost: an M holds any
+//! number of bound goroutines and runs them from its own queue, no hand-off of the P per
+//! switch.
 //!
-//! The rule goro implements: **a goroutine whose parked stack holds an address inside the
+//! What it costs, measured in `benches/compare` and stated in the README: goroutines stay
+//! where they started, so CPU-bound goroutines spread unevenly stay uneven (`imbalance`: 3 on
+//! 2 Ps, two share one M while the third has the other), a hand-off between goroutines of two
+//! Ms crosses threads instead of moving the woken one to the waker's P (`ring`), and code
+//! inside `goro::blocking` holds up the goroutines bound to its thread, which also means it
+//! must not wait for one of them.
+//!
+//! # With `Builder::allow_migration` (unsafe)
+//! Started goroutines are queued on the P like new ones, and may resume on another M. The
+//! scan below is then the net: **a goroutine whose parked stack holds an address inside the
 //! static thread-local block of the M it last ran on resumes on that M.** Checked only when a
-//! goroutine is about to run on a different M than last time (the common same-M case costs a
-//! compare), by scanning the words of its stack from the recorded stack pointer (minus the
-//! switch frames, which hold the callee-saved registers the compiler may keep such an address
-//! in) up to the top of its slot. Conservative: a stale word that happens to look like such an
-//! address pins too, which costs parallelism, never correctness. A goroutine found pinned goes
-//! to its M's inbox; if that M sleeps it is handed a P (an idle one, else the finder's own, as
-//! Go's `startlockedm` does for `LockOSThread`).
+//! goroutine is about to run on a different M than last time, by scanning the words of its
+//! stack from the recorded stack pointer (minus the switch frames, which hold the callee-saved
+//! registers the compiler may keep such an address in) up to the top of its slot.
+//! Conservative: a stale word that happens to look like such an address pins too, which costs
+//! parallelism, never correctness. A goroutine parked on a stack outside its slot (a coroutine
+//! of the program's own run inside it) is never moved: its frames cannot be scanned. A
+//! goroutine found pinned goes to its M's inbox (`M::push_inbox` wakes that M). The scan sees
+//! only addresses on the stack: an `Rc` from a thread-local, a reference kept on the heap, a
+//! std lock guard or a scope are invisible to it, which is why migration is `unsafe`.
 //!
 //! The TLS block: on x86-64 (TLS variant II) the static blocks of the executable and of the
 //! libraries loaded at start sit just below the thread pointer (`fs:0`); on aarch64 (variant I)
 //! just above it (`tpidr_el0` + 16). Their size is the sum of the `PT_TLS` segments
-//! (`dl_iterate_phdr`), plus slack for alignment. Limits, stated in the README: a
-//! thread-local of a library loaded later with `dlopen` lives in dynamically allocated TLS and
-//! is not detected; on other architectures every goroutine is pinned to the M it first ran on.
+//! (`dl_iterate_phdr`), plus slack for alignment. A thread-local of a library loaded later
+//! with `dlopen` lives in dynamically allocated TLS and is not detected; on other
+//! architectures every goroutine stays on the M it first ran on.
 //!
-//! Rejected: pinning every goroutine to its first M (no work stealing after the first run);
-//! scanning at every park (a cost on the hottest path for a rare case); forbidding it by
-//! documentation only (safe code would have undefined behaviour).
+//! Rejected: the scan as the rule (the first design: it cannot see an `Rc` cloned from a
+//! thread-local, a reference kept on the heap, a lock guard or a scope; with 32 goroutines on
+//! 2 Ps the `ThreadRng` pattern was used from the wrong thread thousands of times a run);
+//! scanning at every park (a cost on the hottest path, and blind to the same things);
+//! forbidding thread-bound state by documentation only (safe code would have undefined
+//! behaviour, and users cannot know which crates keep it).
 
 use super::m::{registered, M};
 use super::Runtime;
