@@ -59,7 +59,22 @@ impl Drop for LocalMap {
 /// that the compiler may merge with another of the same value, and two keys of different
 /// types would then read each other's values as the wrong type. The interior-mutable field
 /// makes a key impossible to promote (and `with` takes `&'static self`), so only a `static`
-/// can be a key.
+/// can be a key. Both of these are refused:
+///
+/// ```compile_fail
+/// # extern crate goro_runtime as goro;
+/// fn init() -> u32 { 7 }
+/// // A promoted key in a static's initialiser.
+/// static KEY: &goro::GoroutineLocalKey<u32> = &goro::GoroutineLocalKey::new(init);
+/// ```
+///
+/// ```compile_fail
+/// # extern crate goro_runtime as goro;
+/// fn init() -> u32 { 7 }
+/// // A `const` key: each use would be a promoted copy at an address of its own.
+/// const KEY: goro::GoroutineLocalKey<u32> = goro::GoroutineLocalKey::new(init);
+/// KEY.with(|v| assert_eq!(*v, 7));
+/// ```
 pub struct GoroutineLocalKey<T: 'static> {
     init: fn() -> T,
     _not_promotable: std::sync::atomic::AtomicU8,
