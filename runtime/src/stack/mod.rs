@@ -33,6 +33,24 @@
 //!   also says when their committed pages are given back.
 //! - For the garbage collector: [`release_below_sp`] gives back the pages of a *parked*
 //!   goroutine below its stack pointer minus a red zone, and [`stats`] reports usage.
+//!
+//! # Who may still write into a parked stack
+//! Other threads can hold pointers into a parked goroutine's live frames and write through
+//! them: a `std::thread::scope` thread writing a local of a goroutine parked inside the scope
+//! (corosensei#27 is this hole for plain coroutines), a channel sender filling a waiter record
+//! on the waiting stack. So no path may reuse or release the live part of a stack before the
+//! goroutine has returned past every frame such a pointer names:
+//! - a slot goes back to the pool only when its coroutine has finished (`StackSlot`'s drop);
+//!   a descriptor whose coroutine is still suspended is never freed (`g::gref::destroy` keeps
+//!   it, with the slot);
+//! - the shutdown's forced unwind runs the goroutine's own destructors, in order: a scope's
+//!   end catches the unwind, waits for its threads, and only then lets it continue (std's
+//!   `scope` joins before it resumes a panic), so the frames it lent out outlive the threads;
+//! - `release_below_sp` releases only below the recorded stack pointer (minus the red zone):
+//!   a scope's threads, and a waiter record's writer, point into frames at or above the frame
+//!   that parked, which is above that pointer. A goroutine parked on a stack outside its slot
+//!   (a coroutine of the program's own, resumed inside the goroutine) records a pointer
+//!   outside the slot, and nothing is released then.
 
 pub(crate) mod madvise;
 pub(crate) mod pool;
@@ -277,7 +295,10 @@ impl SlotView {
     pub(crate) unsafe fn release_below(&self, sp: usize) -> usize {
         let top = sp.saturating_sub(RED_ZONE) & !(PAGE - 1);
         let bottom = self.lo + PAGE;
-        if top <= bottom || sp > self.hi() {
+        // A pointer outside the stack part of the slot was recorded on another stack (a
+        // coroutine of the program's own): the goroutine's own frames in this slot may reach
+        // down to anywhere, so release nothing.
+        if top <= bottom || sp < bottom || sp >= stack_top(self.hi()) {
             return 0;
         }
         let range = [libc::iovec {
