@@ -68,6 +68,8 @@ pub(crate) struct Poller {
     last_poll: AtomicU64,
     /// A thread waits in a blocking poll: it will see every event, others need not poll.
     blocked: AtomicBool,
+    /// A `wake` not yet seen by a blocking poll (`poll_wait`).
+    wake_pending: AtomicBool,
 }
 
 struct PollState {
@@ -118,6 +120,7 @@ impl Poller {
             waiters: AtomicUsize::new(0),
             last_poll: AtomicU64::new(now_nanos()),
             blocked: AtomicBool::new(false),
+            wake_pending: AtomicBool::new(false),
         })
     }
 
@@ -139,7 +142,15 @@ impl Poller {
     }
 
     /// Interrupts a blocking poll (or makes the next one return at once).
+    ///
+    /// The eventfd's event alone is not enough: between the waiter deciding to poll and its
+    /// `epoll_wait`, a non-blocking `poll_now` on another thread may hold the poller and take
+    /// the event, and the waiter then blocks with nothing left to wake it (an M handed a P
+    /// while it sat there stayed asleep for good, its own goroutines with it). So the wake is
+    /// also a flag, which `poll_wait` reads once it holds the poller, when no one else can
+    /// take the event any more.
     pub(crate) fn wake(&self) {
+        self.wake_pending.store(true, Ordering::SeqCst);
         // An error here means the eventfd is gone, which only happens at process exit.
         let _ = self.waker.wake();
     }
@@ -168,9 +179,19 @@ impl Poller {
         queue: &mut impl FnMut(GRef),
     ) -> usize {
         let mut st = self.poll.lock().unwrap_or_else(|e| e.into_inner());
+        // A wake that came before we held the poller may have been taken by `poll_now`: do
+        // not block then. One that comes later finds us in `epoll_wait` or about to enter
+        // it, with its event still there (only the holder of the poller takes events).
+        let timeout = if self.wake_pending.swap(false, Ordering::SeqCst) {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        };
         self.blocked.store(true, Ordering::Relaxed);
         let n = self.poll_locked(&mut st, timeout, queue);
         self.blocked.store(false, Ordering::Relaxed);
+        // The wake, if any, was for this poll.
+        self.wake_pending.store(false, Ordering::SeqCst);
         n
     }
 

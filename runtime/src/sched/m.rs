@@ -851,9 +851,19 @@ fn steal_work(rt: &Runtime, m: &M, p: &P) -> Option<(GRef, bool)> {
     None
 }
 
-/// Puts `p` on the idle list (under the scheduler lock).
+/// Lets go of `p` (under the scheduler lock): to the M that has waited longest with
+/// goroutines of its own and no P, else onto the idle list. Every P that frees up goes
+/// through here, so a waiting M cannot be left asleep beside an idle P (`wake_bound` lists an
+/// M only when no P is idle).
 fn pidleput(rt: &Runtime, s: &mut Sched, p: &P) {
     debug_assert!(!p.has_work() || p.id >= rt.procs());
+    if !s.pinned_ms.is_empty() && p.id < rt.procs() && !rt.stop.load(Ordering::Acquire) {
+        let m = s.pinned_ms.remove(0);
+        update_pinned(rt, s, true);
+        p.set_status(P_RUNNING);
+        m.hand(p.id, false);
+        return;
+    }
     p.set_status(P_IDLE);
     s.idle_ps.push(p.id);
     rt.npidle.store(s.idle_ps.len(), Ordering::Relaxed);
