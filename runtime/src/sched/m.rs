@@ -144,8 +144,10 @@ struct LocalQueue {
     fifo: UnsafeCell<VecDeque<GRef>>,
     /// Which of this FIFO and the P's ring of new goroutines goes first next time.
     ring_first: Cell<bool>,
-    /// Schedules left in which the P's ring and the global queue go first (`M::yielded`).
-    shared_first: Cell<usize>,
+    /// Goroutines that yielded, held back until `yield_wait` more goroutines have run here or
+    /// nothing else is runnable (`M::yielded`).
+    yielded: UnsafeCell<VecDeque<GRef>>,
+    yield_wait: Cell<usize>,
 }
 
 impl LocalQueue {
@@ -154,7 +156,8 @@ impl LocalQueue {
             next: UnsafeCell::new(None),
             fifo: UnsafeCell::new(VecDeque::new()),
             ring_first: Cell::new(false),
-            shared_first: Cell::new(0),
+            yielded: UnsafeCell::new(VecDeque::new()),
+            yield_wait: Cell::new(0),
         }
     }
 }
@@ -283,12 +286,17 @@ impl M {
     fn has_bound_work(&self) -> bool {
         self.inbox_len.load(Ordering::SeqCst) > 0
             // SAFETY: this M's thread (the caller's, `stopm`/`schedule`); read only.
-            || unsafe { !(*self.local.fifo.get()).is_empty() || (*self.local.next.get()).is_some() }
+            || unsafe {
+                !(*self.local.fifo.get()).is_empty()
+                    || (*self.local.next.get()).is_some()
+                    || !(*self.local.yielded.get()).is_empty()
+            }
     }
 
     /// Owner, at shutdown: any runnable goroutine bound to this M.
     pub(crate) fn take_runnable(&self) -> Option<GRef> {
         self.take_inbox();
+        self.release_yielded();
         self.take_next().or_else(|| self.pop_fifo())
     }
 
@@ -714,44 +722,69 @@ fn pop_runnable(rt: &Runtime, m: &M, p: &P) -> Option<(GRef, bool)> {
     pop_queues(rt, m, p).map(|g| (g, false))
 }
 
-/// The M's FIFO and the P's ring, taking turns; but after a yield, the goroutines that were
-/// queued for the P ahead of the yielder, its ring's and the global queue's, go first
-/// (`M::yielded`).
+/// The M's FIFO and the P's ring, taking turns, then the global queue; goroutines that
+/// yielded join the FIFO once their wait is over or nothing else is left (`M::yielded`).
 fn pop_queues(rt: &Runtime, m: &M, p: &P) -> Option<GRef> {
-    let ahead = m.local.shared_first.get();
-    if ahead > 0 {
-        m.local.shared_first.set(ahead - 1);
-        let shared = p.runq.pop_ring().or_else(|| {
-            (rt.global_len.load(Ordering::Relaxed) > 0)
-                .then(|| rt.take_global(p, runq::CAP as usize / 2))
-                .flatten()
-        });
-        if shared.is_some() {
-            return shared;
-        }
-        m.local.shared_first.set(0); // the work ahead is done (other Ps took some)
+    let wait = m.local.yield_wait.get();
+    if wait > 0 {
+        m.local.yield_wait.set(wait - 1);
+    } else {
+        m.release_yielded();
     }
     let ring_first = !m.local.ring_first.get();
     m.local.ring_first.set(ring_first);
-    if ring_first {
+    let local = if ring_first {
         p.runq.pop_ring().or_else(|| m.pop_fifo())
     } else {
         m.pop_fifo().or_else(|| p.runq.pop_ring())
+    };
+    if local.is_some() {
+        return local;
     }
+    if rt.global_len.load(Ordering::Relaxed) > 0 {
+        if let Some(g) = rt.take_global(p, runq::CAP as usize / 2) {
+            return Some(g);
+        }
+    }
+    m.release_yielded();
+    m.pop_fifo()
 }
 
 impl M {
-    /// Owner: a goroutine bound here yielded (`yield_now`, or a preemption point) on P `p`.
-    /// Go's `Gosched` puts it on the global queue's tail, behind everything queued; a bound
-    /// goroutine cannot go there (another M would take it), so this M runs that much of the
-    /// shared work first: a goroutine yielding in a loop cannot keep the P from goroutines
-    /// that overflowed to the global queue (when it only took turns with the ring, 5,000 of
-    /// them needed ~300,000 yields on one P).
-    fn yielded(&self, rt: &Runtime, p: &P) {
+    /// Owner: goroutine `g`, bound here, yielded (`yield_now`, or a preemption point) on P
+    /// `p`. Go's `Gosched` puts it on the global queue's tail, behind everything queued; a
+    /// bound goroutine cannot go there (another M would take it), so it is held back until as
+    /// many goroutines as were queued for the P ahead of it (its ring and the global queue)
+    /// have run here, or nothing else is runnable. Only the yielder waits: goroutines already
+    /// in the FIFO (woken sleepers, replies) keep taking turns with the ring. A goroutine
+    /// yielding in a loop then cannot keep the P from goroutines that overflowed to the global
+    /// queue (when it only took turns with the ring, 5,000 of them needed ~300,000 yields on
+    /// one P); and when the whole FIFO waited behind the shared work instead, a spawning loop
+    /// preempted every 10 ms kept the goroutines it had woken waiting behind up to 100,000 new
+    /// ones (1M sleepers: 847 B per goroutine against 177).
+    fn yielded(&self, rt: &Runtime, p: &P, g: GRef) {
         let ahead = p.runq.len() as usize + rt.global_len.load(Ordering::Relaxed);
-        if ahead > self.local.shared_first.get() {
-            self.local.shared_first.set(ahead);
+        if ahead == 0 {
+            self.push_local(g, false);
+            return;
         }
+        if ahead > self.local.yield_wait.get() {
+            self.local.yield_wait.set(ahead);
+        }
+        // SAFETY: this M's thread (the caller is its `execute`); one expression.
+        unsafe { (*self.local.yielded.get()).push_back(g) };
+    }
+
+    /// Owner: the goroutines held back by `yielded` join the FIFO's tail.
+    fn release_yielded(&self) {
+        // SAFETY: this M's thread (its scheduler); no other reference to either is live.
+        unsafe {
+            let y = &mut *self.local.yielded.get();
+            if !y.is_empty() {
+                self.fifo_mut().extend(y.drain(..));
+            }
+        }
+        self.local.yield_wait.set(0);
     }
 }
 
@@ -1329,10 +1362,10 @@ fn execute(rt: &Runtime, m: &M, g: GRef, inherit: bool) -> *const P {
                 // Behind this M's other runnable goroutines and the shared work queued now;
                 // with no P (back from `blocking` with none free), this M waits for one with
                 // it (`stopm`).
-                if let Some(p) = p {
-                    m.yielded(rt, p);
+                match p {
+                    Some(p) => m.yielded(rt, p, g),
+                    None => m.push_local(g, false),
                 }
-                m.push_local(g, false);
             } else {
                 match p {
                     // Like Go's Gosched: behind the global queue when it has work, so a
