@@ -211,7 +211,8 @@ where
         // Goroutine-locals die inside the goroutine, before its result is published.
         if let Some(p) = crate::local::drop_goroutine_locals(&frame.locals) {
             if result.is_ok() {
-                result = Err(crate::Panic::new(p));
+                let value = std::mem::replace(&mut result, Err(crate::Panic::new(p)));
+                crate::panic::drop_contained(id, value);
             } else {
                 // A payload's own destructor may panic: that must not escape the coroutine.
                 crate::panic::drop_contained(id, p);

@@ -124,6 +124,17 @@ unsafe fn destroy<T>(ptr: NonNull<G>) {
         return;
     }
     let cell = ptr.cast::<GCell<T>>();
+    // An output nobody joined may hold a panic payload (or a value) whose destructor panics;
+    // the last reference may be dropped by an M between two goroutines, or by any thread:
+    // contain it there (std aborts the process for a thread's result).
+    // SAFETY: unreferenced, so the output is ours to take.
+    let (id, out) = unsafe {
+        (
+            (*cell.as_ptr()).g.id,
+            (*(*cell.as_ptr()).out.0.get()).take(),
+        )
+    };
+    crate::panic::drop_contained(id, out);
     // SAFETY: the caller guarantees it is an unreferenced `GCell<T>` from `slab::alloc`.
     unsafe {
         std::ptr::drop_in_place(cell.as_ptr());
