@@ -1013,8 +1013,7 @@ fn stopm_inner(rt: &Runtime, m: &Arc<M>) -> Option<(usize, bool)> {
                     // Due: run them on an idle P, as a spinner (`steal_work` runs all heaps).
                     if let Some(pid) = pidleget(rt, &mut s) {
                         s.idle_ms.swap_remove(i);
-                        resign_timer_wait(rt, &mut s, m);
-                        pass_timer_wait_locked(rt, &mut s);
+                        leave_timer_wait(rt, &mut s, m);
                         rt.nmspinning.fetch_add(1, Ordering::SeqCst);
                         return Some((pid, true));
                     }
@@ -1065,15 +1064,13 @@ fn run_polled(rt: &Runtime, m: &Arc<M>, woken: Vec<GRef>) -> Option<(usize, bool
         if let Some(i) = s.idle_ms.iter().position(|x| Arc::ptr_eq(x, m)) {
             // Still idle, now with work and no P: wait for one as a pinned M.
             s.idle_ms.swap_remove(i);
-            resign_timer_wait(rt, &mut s, m);
-            pass_timer_wait_locked(rt, &mut s);
+            leave_timer_wait(rt, &mut s, m);
             push_pinned(rt, &mut s, m);
         }
         return None;
     };
     s.idle_ms.swap_remove(i);
-    resign_timer_wait(rt, &mut s, m);
-    pass_timer_wait_locked(rt, &mut s);
+    leave_timer_wait(rt, &mut s, m);
     drop(s);
     // `pidleget` made the P ours (RUNNING, and no other M runs it), so we may fill its ring
     // before `acquire` records it as this thread's.
@@ -1123,8 +1120,7 @@ fn wake_bound(rt: &Runtime, t: &M) {
                 m.hand(pid, false);
             }
             None => {
-                resign_timer_wait(rt, &mut s, &m);
-                pass_timer_wait_locked(rt, &mut s);
+                leave_timer_wait(rt, &mut s, &m);
                 push_pinned(rt, &mut s, &m);
             }
         }
@@ -1186,9 +1182,17 @@ fn resign_timer_wait(rt: &Runtime, s: &mut Sched, m: &Arc<M>) {
 /// The timer waiter `m` was handed a P for other work: another idle M takes over the wait.
 fn pass_timer_wait(rt: &Runtime, m: &Arc<M>) {
     let mut s = rt.lock();
-    if s.timer_waiter.as_ref().is_some_and(|w| Arc::ptr_eq(w, m)) {
-        resign_timer_wait(rt, &mut s, m);
-        pass_timer_wait_locked(rt, &mut s);
+    leave_timer_wait(rt, &mut s, m);
+}
+
+/// Under the scheduler lock: `m` stops waiting for timers (it got a P, or it waits for one
+/// as a pinned M); if it was the timer waiter, the next idle M takes the wait over. (Another
+/// M may be the waiter: then there is nothing to pass on.)
+fn leave_timer_wait(rt: &Runtime, s: &mut Sched, m: &Arc<M>) {
+    let was_waiter = s.timer_waiter.as_ref().is_some_and(|w| Arc::ptr_eq(w, m));
+    resign_timer_wait(rt, s, m);
+    if was_waiter {
+        pass_timer_wait_locked(rt, s);
     }
 }
 
