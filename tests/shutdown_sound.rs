@@ -443,24 +443,31 @@ impl Drop for DropBomb {
 /// Goroutines of cases 7a and 8 that ran after all (so did not test what they are for).
 static RAN: AtomicUsize = AtomicUsize::new(0);
 
-/// (a) On one P, goroutines that never run (`hold_the_only_p`) capture a value whose drop
-/// panics: one inline closure, one boxed.
+/// On the only P, from a fresh time slice: two goroutines that never run (`hold_the_only_p`),
+/// each capturing a value from `make`: one closure small enough to wait inline in its
+/// descriptor, one boxed (the value and 64 bytes more).
+fn spawn_two_that_never_run<V: Send + 'static>(make: impl Fn() -> V) {
+    fresh_time_slice();
+    let small = make();
+    drop(goro::spawn(move || {
+        RAN.fetch_add(1, Ordering::SeqCst);
+        drop(small)
+    }));
+    let big = (make(), [7u64; 8]);
+    drop(goro::spawn(move || {
+        RAN.fetch_add(1, Ordering::SeqCst);
+        drop(big)
+    }));
+    hold_the_only_p();
+}
+
+/// (a) On one P, goroutines that never run capture a value whose drop panics: one inline
+/// closure, one boxed.
 fn panic_in_a_never_started_closures_drop() {
     static DROPS: AtomicUsize = AtomicUsize::new(0);
-    goro::Builder::new().max_procs(1).run(|| {
-        fresh_time_slice();
-        let small = DropBomb(&DROPS);
-        drop(goro::spawn(move || {
-            RAN.fetch_add(1, Ordering::SeqCst);
-            drop(small)
-        }));
-        let big = (DropBomb(&DROPS), [7u64; 8]);
-        drop(goro::spawn(move || {
-            RAN.fetch_add(1, Ordering::SeqCst);
-            drop(big)
-        }));
-        hold_the_only_p();
-    });
+    goro::Builder::new()
+        .max_procs(1)
+        .run(|| spawn_two_that_never_run(|| DropBomb(&DROPS)));
     let r = restarts_twice();
     println!(
         "case7a: ok drops={} ran={} restarts={r:?}",
@@ -571,20 +578,9 @@ impl Drop for TouchesLocal {
 fn never_started_closure_drop_uses_a_goroutine_local() {
     static DROPS: AtomicUsize = AtomicUsize::new(0);
     static IN_GOROUTINE: AtomicUsize = AtomicUsize::new(0);
-    goro::Builder::new().max_procs(1).run(|| {
-        fresh_time_slice();
-        let small = TouchesLocal(&DROPS, &IN_GOROUTINE);
-        drop(goro::spawn(move || {
-            RAN.fetch_add(1, Ordering::SeqCst);
-            drop(small)
-        }));
-        let big = (TouchesLocal(&DROPS, &IN_GOROUTINE), [7u64; 8]);
-        drop(goro::spawn(move || {
-            RAN.fetch_add(1, Ordering::SeqCst);
-            drop(big)
-        }));
-        hold_the_only_p();
-    });
+    goro::Builder::new()
+        .max_procs(1)
+        .run(|| spawn_two_that_never_run(|| TouchesLocal(&DROPS, &IN_GOROUTINE)));
     let r = restarts_twice();
     println!(
         "case8: ok drops={} in_goroutine={} ran={} restarts={r:?}",

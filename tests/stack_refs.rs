@@ -44,6 +44,20 @@ fn churn() -> Vec<goro::JoinHandle<u64>> {
         .collect()
 }
 
+/// Four copies of `f` at once on a runtime of four Ps, among churning goroutines.
+fn run_four_among_churn(builder: goro::Builder, f: impl Fn() + Clone + Send + 'static) {
+    builder.max_procs(4).run(move || {
+        let others = churn();
+        let hs: Vec<_> = (0..4).map(|_| goro::spawn(f.clone())).collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        for o in others {
+            o.join().unwrap();
+        }
+    });
+}
+
 /// Runs four copies of the pattern `f` at once on four Ps among churning goroutines: once as
 /// goroutines run by default (each on one thread), then, with migration allowed, in rounds
 /// until some goroutine has migrated between threads across a switch (so the references were
@@ -52,32 +66,12 @@ fn with_churn(f: impl Fn() + Clone + Send + 'static) {
     // One test at a time: a `run` joins a runtime already running, settings and all.
     static SERIAL: Mutex<()> = Mutex::new(());
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let g = f.clone();
-    goro::Builder::new().max_procs(4).run(move || {
-        let others = churn();
-        let hs: Vec<_> = (0..4).map(|_| goro::spawn(g.clone())).collect();
-        for h in hs {
-            h.join().unwrap();
-        }
-        for o in others {
-            o.join().unwrap();
-        }
-    });
+    run_four_among_churn(goro::Builder::new(), f.clone());
     let before = MOVED.load(Ordering::Relaxed);
     for _ in 0..50 {
-        let f = f.clone();
         // SAFETY: the patterns hold references into their own stacks, no thread-bound state.
         let migrating = unsafe { goro::Builder::new().allow_migration() };
-        migrating.max_procs(4).run(move || {
-            let others = churn();
-            let hs: Vec<_> = (0..4).map(|_| goro::spawn(f.clone())).collect();
-            for h in hs {
-                h.join().unwrap();
-            }
-            for o in others {
-                o.join().unwrap();
-            }
-        });
+        run_four_among_churn(migrating, f.clone());
         if MOVED.load(Ordering::Relaxed) > before {
             return;
         }
