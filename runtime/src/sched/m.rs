@@ -635,6 +635,7 @@ fn find_runnable(rt: &Runtime, m: &M) -> Option<(GRef, bool)> {
         // thread a wake-up (~10 µs here) for every hand-off between two Ms.
         if m.is_spinning()
             && m.started() > 0
+            && !rt.config.allow_migration
             && watch(m, INBOX_WATCH_NANOS, || {
                 rt.global_len.load(Ordering::Relaxed) > 0 || rt.wake_wanted.load(Ordering::Relaxed)
             })
