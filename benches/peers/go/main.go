@@ -3,6 +3,7 @@
 //
 //	goropeer <spawn_idle|spawn_join|stack_grow|pingpong|ring|fanout|imbalance|chan_buffered|mutex|sleep> [--n N]
 //	goropeer <http_hello|echo> --addr IP:PORT
+//	goropeer <gc_latency [--secs S]|gc_trees|gc_parent_trees|gc_list|gc_graph>   (gc.go)
 //
 // Prints rows "workload go metric value unit" on stdout. http_hello and echo (net.go) are
 // servers for benches/compare's http and idle_conns workloads: they print
@@ -457,6 +458,7 @@ func main() {
 	n := -1
 	addr := ""
 	bufSize := 4096
+	secs := 5.0
 	for i := 1; i < len(args); i++ {
 		if args[i] == "--addr" && i+1 < len(args) {
 			addr = args[i+1]
@@ -468,6 +470,14 @@ func main() {
 				os.Exit(2)
 			}
 			bufSize = v
+		}
+		if args[i] == "--secs" && i+1 < len(args) { // gc_latency (gc.go)
+			v, err := strconv.ParseFloat(args[i+1], 64)
+			if err != nil || v <= 0 {
+				fmt.Fprintln(os.Stderr, "--secs takes a positive number of seconds")
+				os.Exit(2)
+			}
+			secs = v
 		}
 		if args[i] == "--n" && i+1 < len(args) {
 			v, err := strconv.Atoi(strings.ReplaceAll(args[i+1], "_", ""))
@@ -505,6 +515,16 @@ func main() {
 		mutexContend(orDefault(1_000_000))
 	case "sleep":
 		sleepMany(orDefault(1_000_000))
+	case "gc_latency":
+		gcLatency(secs)
+	case "gc_trees":
+		gcTrees()
+	case "gc_parent_trees":
+		gcParentTrees()
+	case "gc_list":
+		gcList()
+	case "gc_graph":
+		gcGraph()
 	case "http_hello", "echo":
 		if addr == "" {
 			fmt.Fprintf(os.Stderr, "%s needs --addr IP:PORT\n", args[0])
@@ -516,7 +536,7 @@ func main() {
 			httpHello(addr)
 		}
 	default:
-		fmt.Fprintf(os.Stderr, "unknown workload %q (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout, imbalance, chan_buffered, mutex, sleep, http_hello, echo)\n", args[0])
+		fmt.Fprintf(os.Stderr, "unknown workload %q (spawn_idle, spawn_join, stack_grow, pingpong, ring, fanout, imbalance, chan_buffered, mutex, sleep, http_hello, echo, gc_latency, gc_trees, gc_parent_trees, gc_list, gc_graph)\n", args[0])
 		os.Exit(2)
 	}
 }
