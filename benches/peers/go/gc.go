@@ -3,31 +3,31 @@
 // only dispatches to them. Standard library only. The same shapes (except gc_latency) are in
 // benches/peers/rustgc for the Rust GC crates.
 //
-//	goropeer gc_latency [--secs S]          (S default 5)
-//	goropeer <gc_trees|gc_parent_trees|gc_list|gc_graph>
+//		goropeer gc_latency [--secs S]          (S default 5)
+//		goropeer <gc_trees|gc_parent_trees|gc_list|gc_graph>
 //
-//   - gc_latency: under runtime.GOMAXPROCS(2) and the default GOGC, build a live binary tree of
-//     2^20-1 nodes (two child pointers and an int: 24 bytes each), then for S seconds 2
-//     goroutines allocate: each step builds a 4-object linked list of 48-byte objects whose
-//     head also holds a fresh 128-byte slice, stored in a per-goroutine ring of the last 256
-//     lists; a third goroutine sleeps 1 ms in a loop and records how late each wake is
-//     (elapsed - 1 ms). Rows: pause_p99 / pause_max (us, from MemStats.PauseNs of the cycles
-//     that ran during the S seconds; only the last 256 are kept by the runtime, a warning goes to
-//     stderr if more ran), gc_cpu_fraction (MemStats.GCCPUFraction at the end), peak_rss (VmHWM,
-//     MiB), lists_per_s (lists built by both goroutines / elapsed), sleeper_late_p99 /
-//     sleeper_late_max (ms). The number of cycles goes to stderr.
-//   - gc_trees: the benchmarks-game binary-trees shape at max depth 11 (min depth 4): a stretch
-//     tree of depth 12 built, walked, dropped; a long-lived tree of depth 11; then for depth
-//     d = 4, 6, 8, 10, 2^(11-d+4) trees of depth d each built, walked (node count, checked) and
-//     dropped; then the long-lived tree is walked and dropped. Each node: two child pointers and
-//     an int.
-//   - gc_parent_trees: the same, with every node also pointing back at its parent (cycles).
-//   - gc_list: 30 doubly linked lists (next/prev pointers and an int) of 4,096 nodes each are
-//     built and kept, each walked forward, then all dropped.
-//   - gc_graph: 2^15 nodes (an id and a slice of edges), 2^15 edges from a deterministic LCG
-//     (x = x*6364136223846793005 + 1442695040888963407, from = x>>33 mod n, then to likewise),
-//     so node->node references form cycles; then a DFS from node 0 over every node not yet
-//     visited counts nodes and edges (checked), then everything is dropped.
+//	  - gc_latency: under runtime.GOMAXPROCS(2) and the default GOGC, build a live binary tree of
+//	    2^20-1 nodes (two child pointers and an int: 24 bytes each), then for S seconds 2
+//	    goroutines allocate: each step builds a 4-object linked list of 48-byte objects whose
+//	    head also holds a fresh 128-byte slice, stored in a per-goroutine ring of the last 256
+//	    lists; a third goroutine sleeps 1 ms in a loop and records how late each wake is
+//	    (elapsed - 1 ms). Rows: pause_p99 / pause_max (us, from MemStats.PauseNs of the cycles
+//	    that ran during the S seconds; only the last 256 are kept by the runtime, a warning goes to
+//	    stderr if more ran), gc_cpu_fraction (MemStats.GCCPUFraction at the end), peak_rss (VmHWM,
+//	    MiB), lists_per_s (lists built by both goroutines / elapsed), sleeper_late_p99 /
+//	    sleeper_late_max (ms). The number of cycles goes to stderr.
+//	  - gc_trees: the benchmarks-game binary-trees shape at max depth 11 (min depth 4): a stretch
+//	    tree of depth 12 built, walked, dropped; a long-lived tree of depth 11; then for depth
+//	    d = 4, 6, 8, 10, 2^(11-d+4) trees of depth d each built, walked (node count, checked) and
+//	    dropped; then the long-lived tree is walked and dropped. Each node: two child pointers and
+//	    an int.
+//	  - gc_parent_trees: the same, with every node also pointing back at its parent (cycles).
+//	  - gc_list: 30 doubly linked lists (next/prev pointers and an int) of 4,096 nodes each are
+//	    built and kept, each walked forward, then all dropped.
+//	  - gc_graph: 2^15 nodes (an id and a slice of edges), 2^15 edges from a deterministic LCG
+//	    (x = x*6364136223846793005 + 1442695040888963407, from = x>>33 mod n, then to likewise),
+//	    so node->node references form cycles; then a DFS from node 0 over every node not yet
+//	    visited counts nodes and edges (checked), then everything is dropped.
 //
 // The four GC-crate workloads each end their iteration with runtime.GC(), inside the timing, so
 // the garbage is reclaimed within the measurement. One warm-up iteration sets the count
