@@ -69,7 +69,8 @@ fn nodes(d: u32) -> usize {
 }
 
 fn lcg(x: u64) -> u64 {
-    x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407)
+    x.wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
 }
 
 /// One benchmarks-game iteration; `build(d)` builds a tree of depth d and returns its walk.
@@ -477,8 +478,16 @@ fn main() {
         };
     }
     match imp {
-        "rc" => run!(rc, eprintln!("rustgc: gc_graph rc: not applicable (Rc cannot reclaim the graph's cycles)")),
-        "arc" => run!(arc, eprintln!("rustgc: gc_graph arc: not applicable (Arc cannot reclaim the graph's cycles)")),
+        "rc" => run!(
+            rc,
+            eprintln!("rustgc: gc_graph rc: not applicable (Rc cannot reclaim the graph's cycles)")
+        ),
+        "arc" => run!(
+            arc,
+            eprintln!(
+                "rustgc: gc_graph arc: not applicable (Arc cannot reclaim the graph's cycles)"
+            )
+        ),
         "gc" => run!(gc_crate, gc_crate::graph()),
         "dumpster" => run!(dumpster_sync, dumpster_sync::graph()),
         "rust_cc" => run!(rust_cc_crate, rust_cc_crate::graph()),
