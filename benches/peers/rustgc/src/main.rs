@@ -196,7 +196,8 @@ macro_rules! workloads {
                     heads.push(head);
                 }
                 for h in &heads {
-                    // Walk by reference: `heads` keeps every node alive and nothing is mutated.
+                    // SAFETY (the deref below): `heads` keeps every node alive for the whole walk
+                    // and nothing is mutated while it runs, so `cur` always points to a live node.
                     let mut cur: *const LNode = &**h;
                     let (mut s, mut c) = (0i64, 0i64);
                     while !cur.is_null() {
@@ -357,6 +358,7 @@ mod dumpster_sync {
     workloads!("dumpster");
     // dumpster's #[derive(Trace)] loses its hygiene inside `workloads!` (its generated body
     // can't see `self`/`visitor`), so the same impls are written out by hand.
+    // SAFETY (the four impls): each visits every field that holds a dumpster `Gc`, and only those.
     use dumpster::{Trace, Visitor};
     unsafe impl Trace for Tree {
         fn accept<V: Visitor>(&self, v: &mut V) -> Result<(), ()> {
