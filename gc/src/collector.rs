@@ -1,0 +1,532 @@
+//! The cycle: the mark state word, shading, the barrier entry points mutators call, the
+//! collector thread that runs the steps, `collect()` and the finalizer hand-off.
+//!
+//! ```text
+//!  T0  state: epoch E += 1, MARK on (one RMW)        barrier on: every check reads this word
+//!      snapshot the span registry
+//!  B   tally   every allocated, non-DEAD object with epoch ≠ E: trace, internal(pointee) += 1
+//!              (a cell held by a writer is skipped: its pointees look external)
+//!  C   roots   every such object with count > internal is shaded; internal := 0
+//!  D   mark    pop grey, trace, shade pointees (epoch byte CAS old → E); mutators' shades
+//!              arrive on the shared queue
+//!  T1  term    clear DIRTY, drain, CAS (MARK, 0 in flight, !DIRTY) → SWEEP; retry on failure
+//!  S   sweep   every allocated object with epoch ∉ {E, DEAD}: count += 1, DEAD; the batch goes
+//!              to the finalizer thread, which drops values, then the batch's counts; whoever
+//!              takes a DEAD object's count to zero frees its slot
+//! ```
+//!
+//! The state word (`STATE`): bits 0–7 the epoch (1..=250), bit 8 MARK, bit 9 DIRTY, bits 16+
+//! mutators in flight. A mutator that saw MARK on its plain load adds one in flight (RMW),
+//! re-reads MARK and the epoch from the RMW's result, shades (pushing to `GREY`), sets DIRTY if it
+//! pushed, and subtracts one. Termination's CAS fails if anyone is in flight or pushed after the
+//! drain, so no shade is lost, and nothing stops the world.
+//!
+//! Why each barrier entry point exists is argued in `DESIGN.md` ("Barrier"); in short, every
+//! operation that can make a white object reachable from somewhere the cycle has already looked
+//! shades while marking: `Gc::clone` (`on_new_handle`), a new object (`after_publish`), a cell's
+//! `borrow_mut`/`lock` (old pointees) and the guard's drop (new pointees).
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::heap::{self, Header, Span, SpanPtr, DEAD_BIT, DEAD_EPOCH};
+use crate::stats;
+use crate::trace::{Mode, Tracer};
+
+const EPOCH_MASK: u64 = 0xff;
+const MARK: u64 = 1 << 8;
+const DIRTY: u64 = 1 << 9;
+const INFLIGHT: u64 = 1 << 16;
+
+static STATE: AtomicU64 = AtomicU64::new(1);
+/// Objects shaded by mutators, waiting for the collector.
+static GREY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+#[inline]
+pub(crate) fn state() -> u64 {
+    STATE.load(Ordering::SeqCst)
+}
+
+#[inline]
+pub(crate) fn epoch_of(s: u64) -> u8 {
+    (s & EPOCH_MASK) as u8
+}
+
+/// Whether a cycle is marking (the barrier's one predictable branch).
+#[inline]
+pub(crate) fn marking() -> bool {
+    STATE.load(Ordering::Relaxed) & MARK != 0
+}
+
+/// Colours the object at `h` grey for cycle `epoch` unless it is black already or dead.
+/// Returns whether this call shaded it (and so must queue it).
+pub(crate) fn try_shade(h: *const Header, epoch: u8) -> bool {
+    let span = Span::of(h);
+    let e = span.epoch(span.index_of(h));
+    let mut cur = e.load(Ordering::SeqCst);
+    loop {
+        if cur == epoch || cur == DEAD_EPOCH {
+            return false;
+        }
+        match e.compare_exchange_weak(cur, epoch, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return true,
+            Err(c) => cur = c,
+        }
+    }
+}
+
+/// Runs `f` with a shading tracer if a cycle is marking, inside the in-flight protocol.
+#[cold]
+pub(crate) fn shade_with(f: impl FnOnce(&mut Tracer)) {
+    let s = STATE.fetch_add(INFLIGHT, Ordering::SeqCst);
+    if s & MARK != 0 {
+        let mut t = Tracer::new(Mode::Shade, epoch_of(s));
+        f(&mut t);
+        if !t.grey.is_empty() {
+            GREY.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(t.grey.iter().map(|h| *h as usize));
+            STATE.fetch_or(DIRTY, Ordering::SeqCst);
+        }
+    }
+    STATE.fetch_sub(INFLIGHT, Ordering::SeqCst);
+}
+
+/// A new handle to `h` was made (clone).
+#[inline]
+pub(crate) fn on_new_handle(h: *const Header) {
+    if marking() {
+        shade_with(|t| t.edge(h));
+    }
+}
+
+/// A new object at slot `idx` of `span` was published with epoch `written`. If a cycle began
+/// in between, the object becomes black for it, and either way while marking the handles moved
+/// into it are shaded (the tally may have counted them as internal before the re-stamp).
+#[inline]
+pub(crate) fn after_publish(span: &Span, idx: usize, h: *const Header, written: u8) {
+    let s = state();
+    if epoch_of(s) != written {
+        span.epoch(idx).store(epoch_of(s), Ordering::SeqCst);
+    }
+    if s & MARK != 0 {
+        let trace = span.info().trace;
+        // SAFETY: the object is initialised and we hold its only handle.
+        shade_with(|t| unsafe { trace(h, t) });
+    }
+}
+
+// ---- cells ---------------------------------------------------------------------------------
+
+/// A cell's borrow word: a user writer, collector/barrier readers, user readers.
+pub(crate) const WRITER: usize = 1;
+pub(crate) const MARKER_ONE: usize = 2;
+pub(crate) const MARKER_MASK: usize = 0xfe;
+pub(crate) const READER_ONE: usize = 0x100;
+
+/// Traces a cell's contents for the collector (or a nested cell for the barrier), unless a
+/// writer holds it: then it is skipped, which is sound (DESIGN.md, "Cells and the marker").
+pub(crate) fn trace_cell(word: &AtomicUsize, t: &mut Tracer, f: impl FnOnce(&mut Tracer)) {
+    let mut cur = word.load(Ordering::Acquire);
+    loop {
+        if cur & WRITER != 0 {
+            return;
+        }
+        match word.compare_exchange_weak(
+            cur,
+            cur + MARKER_ONE,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => break,
+            Err(c) => cur = c,
+        }
+    }
+    struct Release<'a>(&'a AtomicUsize);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(MARKER_ONE, Ordering::Release);
+        }
+    }
+    let _r = Release(word);
+    f(t)
+}
+
+// ---- control ------------------------------------------------------------------------------
+
+struct Ctl {
+    /// Cycles started / swept / finalized (numbered from 1).
+    started: u64,
+    swept: u64,
+    finalized: u64,
+    /// A cycle was asked for (trigger or `collect()`), and whether it was forced.
+    requested: bool,
+    forced: bool,
+}
+
+static CTL: Mutex<Ctl> = Mutex::new(Ctl {
+    started: 0,
+    swept: 0,
+    finalized: 0,
+    requested: false,
+    forced: false,
+});
+static CTL_CV: Condvar = Condvar::new();
+static COLLECTOR: OnceLock<()> = OnceLock::new();
+/// The pacer's trigger (bytes of `heap::HEAP_LIVE`); `usize::MAX` while a cycle runs or GC is off.
+pub(crate) static TRIGGER: AtomicUsize = AtomicUsize::new(usize::MAX);
+static TRIGGER_INIT: OnceLock<()> = OnceLock::new();
+
+thread_local! {
+    static ON_FINALIZER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn ctl() -> std::sync::MutexGuard<'static, Ctl> {
+    CTL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ensure_collector() {
+    COLLECTOR.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("goro-gc".into())
+            .spawn(collector_main)
+            .expect("goro: cannot start the collector thread");
+    });
+}
+
+/// Called at each span refill with the new `heap_live`.
+#[inline]
+pub(crate) fn on_refill(live: usize) {
+    TRIGGER_INIT.get_or_init(|| {
+        crate::pacer::init();
+        TRIGGER.store(crate::pacer::initial_trigger(), Ordering::Relaxed);
+    });
+    if live >= TRIGGER.load(Ordering::Relaxed) {
+        request(false);
+    }
+}
+
+fn request(forced: bool) -> u64 {
+    ensure_collector();
+    let mut c = ctl();
+    if !forced && (c.requested || c.started > c.swept) {
+        return c.started;
+    }
+    TRIGGER.store(usize::MAX, Ordering::Relaxed);
+    c.requested = true;
+    c.forced |= forced;
+    CTL_CV.notify_all();
+    // The cycle that will satisfy this request: the next one to start.
+    c.started + 1
+}
+
+/// Runs a full collection (Go's `runtime.GC()`): returns once a cycle that started after the
+/// call has swept, and its finalizers (the `Drop`s of what it collected) have run, unless called
+/// from such a `Drop`. On a goroutine the wait lets its P run others (`goro::blocking`).
+pub fn collect() {
+    crate::pacer::init();
+    let target = request(true);
+    let on_finalizer = ON_FINALIZER.with(|f| f.get());
+    goro_runtime::blocking(|| {
+        let mut c = ctl();
+        loop {
+            let done = if on_finalizer {
+                c.swept >= target
+            } else {
+                c.finalized >= target
+            };
+            if done {
+                return;
+            }
+            c = CTL_CV.wait(c).unwrap_or_else(|e| e.into_inner());
+        }
+    });
+}
+
+/// Cycles completed so far (swept).
+pub fn cycles() -> u64 {
+    ctl().swept
+}
+
+fn collector_main() {
+    loop {
+        let forced = {
+            let mut c = ctl();
+            while !c.requested {
+                c = CTL_CV.wait(c).unwrap_or_else(|e| e.into_inner());
+            }
+            c.requested = false;
+            c.started += 1;
+            std::mem::take(&mut c.forced)
+        };
+        let r = catch_unwind(AssertUnwindSafe(|| run_cycle(forced)));
+        if let Err(p) = r {
+            // A bug in the collector itself: say so loudly, keep the process alive but stop
+            // collecting (freeing anything after a broken cycle could be unsound).
+            eprintln!(
+                "goro: the garbage collector panicked: {}; collection is now off",
+                panic_msg(&*p)
+            );
+            crate::pacer::disable_forever();
+            let mut c = ctl();
+            c.swept = u64::MAX / 2;
+            c.finalized = u64::MAX / 2;
+            CTL_CV.notify_all();
+            return;
+        }
+    }
+}
+
+pub(crate) fn panic_msg(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
+/// Next epoch after `e` (1..=250; 0 and 251..=255 are never epochs).
+fn next_epoch(e: u8) -> u8 {
+    if e >= 250 {
+        1
+    } else {
+        e + 1
+    }
+}
+
+/// What one cycle measured, for the pacer, stats and gctrace.
+pub(crate) struct CycleReport {
+    pub(crate) n: u64,
+    pub(crate) forced: bool,
+    pub(crate) start: Instant,
+    pub(crate) t0: Duration,
+    pub(crate) mark: Duration,
+    pub(crate) t1: Duration,
+    pub(crate) mark_cpu: Duration,
+    pub(crate) heap_start: usize,
+    pub(crate) heap_end: usize,
+    pub(crate) marked: usize,
+    pub(crate) freed_objects: usize,
+    pub(crate) goal: usize,
+    pub(crate) stacks: usize,
+}
+
+fn run_cycle(forced: bool) {
+    let n = ctl().started;
+    let start = Instant::now();
+    let cpu0 = stats::thread_cpu();
+    let heap_start = stats::heap_alloc();
+    let goal = crate::pacer::goal();
+
+    // Previous cycle's emptied spans go back first (no snapshot is alive now).
+    heap::release_empty();
+
+    // T0: barrier on.
+    let t0s = Instant::now();
+    let old = STATE.load(Ordering::SeqCst);
+    let epoch = next_epoch(epoch_of(old));
+    let mut cur = old;
+    loop {
+        let new = (cur & !EPOCH_MASK) | epoch as u64 | MARK;
+        match STATE.compare_exchange(cur, new, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => break,
+            Err(c) => cur = c,
+        }
+    }
+    let t0 = t0s.elapsed();
+    let spans = heap::snapshot();
+
+    // B: tally.
+    let mut tally = Tracer::new(Mode::Tally, epoch);
+    for_each_old(&spans, epoch, |_, _, h, info| {
+        // SAFETY: `h` is allocated, not DEAD (so not being dropped: the previous cycle's DEAD
+        // objects were flagged before it ended), and a span holds only objects of its type.
+        unsafe { (info.trace)(h, &mut tally) };
+    });
+
+    // C: roots.
+    let mut mark = Tracer::new(Mode::Mark, epoch);
+    for_each_old(&spans, epoch, |_, _, h, _| {
+        // SAFETY: as above; the header is readable for any allocated slot.
+        let hd = unsafe { &*h };
+        let internal = hd.internal.load(Ordering::Relaxed) & !DEAD_BIT;
+        let count = hd.count.load(Ordering::SeqCst);
+        hd.internal.store(0, Ordering::Relaxed);
+        if count > internal && try_shade(h, epoch) {
+            mark.grey.push(h);
+        }
+    });
+
+    // D: mark, then T1: terminate.
+    let mut t1 = Duration::ZERO;
+    loop {
+        drain(&mut mark);
+        let t1s = Instant::now();
+        STATE.fetch_and(!DIRTY, Ordering::SeqCst);
+        drain(&mut mark);
+        let s = STATE.load(Ordering::SeqCst);
+        if s & DIRTY == 0 && s >> 16 == 0 {
+            let done = (s & !MARK) & !DIRTY;
+            if STATE
+                .compare_exchange(s, done, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                t1 += t1s.elapsed();
+                break;
+            }
+        }
+        t1 += t1s.elapsed();
+        std::thread::yield_now();
+    }
+    let mark_end = Instant::now();
+    let mark_cpu = stats::thread_cpu().saturating_sub(cpu0);
+    let heap_end = stats::heap_alloc();
+
+    // S: sweep.
+    let mut dead: Vec<usize> = Vec::new();
+    let mut dead_bytes = 0usize;
+    for_each_old(&spans, epoch, |span, idx, h, _| {
+        // SAFETY: an allocated slot's header; nobody holds a handle to a white object (the
+        // cycle's invariant), so the only concurrent access is none.
+        let hd = unsafe { &*h };
+        hd.count.fetch_add(1, Ordering::SeqCst);
+        hd.internal.fetch_or(DEAD_BIT, Ordering::SeqCst);
+        span.epoch(idx).store(DEAD_EPOCH, Ordering::SeqCst);
+        dead_bytes += span.stride();
+        dead.push(h as usize);
+    });
+    let freed_objects = dead.len();
+    let marked = stats::heap_alloc().saturating_sub(dead_bytes);
+    let stacks = goro_runtime::stack::stats()
+        .in_use_bytes
+        .min(stacks_committed_estimate());
+    let report = CycleReport {
+        n,
+        forced,
+        start,
+        t0,
+        mark: mark_end.duration_since(t0s).saturating_sub(t0 + t1),
+        t1,
+        mark_cpu,
+        heap_start,
+        heap_end,
+        marked,
+        freed_objects,
+        goal,
+        stacks,
+    };
+    crate::pacer::after_cycle(&report);
+    stats::after_cycle(&report);
+    {
+        let mut c = ctl();
+        c.swept = n;
+        CTL_CV.notify_all();
+    }
+    finalize_later(n, dead);
+}
+
+/// Resident stack bytes are costly to count (mincore over every slot); a goroutine idles at
+/// one or two pages, so the pacer uses two pages per goroutine slot in use.
+fn stacks_committed_estimate() -> usize {
+    goro_runtime::stack::stats().slots_in_use * 8192
+}
+
+fn drain(mark: &mut Tracer) {
+    loop {
+        while let Some(h) = mark.grey.pop() {
+            let info = Span::of(h).info();
+            // SAFETY: `h` was shaded this cycle, so it is allocated and not DEAD (a DEAD object
+            // is never shaded: `try_shade` refuses epoch DEAD), and not freed before the sweep.
+            unsafe { (info.trace)(h, mark) };
+        }
+        let mut g = GREY.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_empty() {
+            return;
+        }
+        mark.grey.extend(g.drain(..).map(|h| h as *const Header));
+    }
+}
+
+/// Every allocated slot of `spans` whose epoch is neither `epoch` nor DEAD.
+fn for_each_old(
+    spans: &[SpanPtr],
+    epoch: u8,
+    mut f: impl FnMut(&Span, usize, *const Header, &'static heap::TypeInfo),
+) {
+    for p in spans {
+        let s = p.get();
+        let info = s.info();
+        s.for_each_allocated(|idx| {
+            let e = s.epoch(idx).load(Ordering::SeqCst);
+            if e != epoch && e != DEAD_EPOCH {
+                f(s, idx, s.slot(idx), info);
+            }
+        });
+    }
+}
+
+// ---- finalization --------------------------------------------------------------------------
+
+struct Batch {
+    n: u64,
+    dead: Vec<usize>,
+}
+
+static FINALIZER: OnceLock<std::sync::mpsc::Sender<Batch>> = OnceLock::new();
+/// A `Drop` of a collected object panicked at least once (tests read it).
+pub(crate) static DROP_PANICKED: AtomicBool = AtomicBool::new(false);
+
+fn finalize_later(n: u64, dead: Vec<usize>) {
+    let tx = FINALIZER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Batch>();
+        std::thread::Builder::new()
+            .name("goro-gc-finalizer".into())
+            .spawn(move || {
+                ON_FINALIZER.with(|f| f.set(true));
+                for b in rx {
+                    run_batch(b);
+                }
+            })
+            .expect("goro: cannot start the finalizer thread");
+        tx
+    });
+    if tx.send(Batch { n, dead }).is_err() {
+        unreachable!("the finalizer thread never exits");
+    }
+}
+
+fn run_batch(b: Batch) {
+    let cpu0 = stats::thread_cpu();
+    for &h in &b.dead {
+        let h = h as *mut Header;
+        let info = Span::of(h).info();
+        // SAFETY: the object is DEAD (flagged by the sweep, never shaded or traced again), its
+        // value is initialised and this is the only drop of it: the batch holds one count, so
+        // the slot is not freed under us, and a DEAD object is never dropped twice (the sweep
+        // skips DEAD slots).
+        let r = catch_unwind(AssertUnwindSafe(|| unsafe { (info.drop)(h) }));
+        if let Err(p) = r {
+            DROP_PANICKED.store(true, Ordering::Relaxed);
+            eprintln!(
+                "goro: panic in Drop of a collected {}: {}",
+                (info.name)(),
+                panic_msg(&*p)
+            );
+        }
+    }
+    for &h in &b.dead {
+        let h = h as *const Header;
+        // SAFETY: the batch's count keeps the slot allocated until this decrement.
+        let hd = unsafe { &*h };
+        if hd.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            heap::free(h);
+        }
+    }
+    stats::add_gc_cpu(stats::thread_cpu().saturating_sub(cpu0));
+    let mut c = ctl();
+    c.finalized = c.finalized.max(b.n);
+    CTL_CV.notify_all();
+}

@@ -1,0 +1,530 @@
+//! The managed heap: spans of one type each, their side tables, the per-thread allocation
+//! cache and the registry the collector walks.
+//!
+//! ```text
+//!   span (64 KiB, 64 KiB-aligned; a large object's span is rounded up to 64 KiB multiples)
+//!   ┌──────────────┬───────────────────┬───────────────┬──────┬─────────┬─────────┬───┐
+//!   │ Span header  │ alloc bitmap      │ epoch bytes   │ pad  │ slot 0  │ slot 1  │ … │
+//!   │ type, slots, │ one bit per slot  │ one per slot: │      │ GcBox<T>: 8-byte    │   │
+//!   │ owner flag   │ (tail bits set)   │ 1..=250, DEAD │      │ header + value      │   │
+//!   └──────────────┴───────────────────┴───────────────┴──────┴─────────┴─────────┴───┘
+//!   object → span: address & !(64 KiB − 1); slot index: (address − first) / stride
+//! ```
+//!
+//! The rule: **only the thread that owns a span (its `owner` flag, taken with a CAS) sets bits
+//! in its bitmap**; the collector only reads them, and a free (the finalizer, or the last
+//! handle of an escaped dead object) only clears one. So claiming a slot is "find a zero bit,
+//! write the slot, set the bit" with no race against another claim. A slot becomes visible to
+//! the collector when its bit is set (SeqCst RMW), after its header, value and epoch byte are
+//! written (see `publish`).
+//!
+//! Spans are registered per type (`TypeHeap`, found through a global map keyed by the type's
+//! `TypeInfo` address); the collector snapshots the registry at mark start. Each thread keeps a
+//! small direct-mapped table type → owned span (`CACHE`), so the fast path is one TLS lookup,
+//! one bitmap word scan and one RMW. A full span is handed back (owner cleared); a thread's
+//! spans are handed back when it exits. Empty spans are returned to the allocator by the
+//! sweeper (`release_empty`).
+//!
+//! Rejected: size classes shared by all types (Go's). Type information then has to live per
+//! object (8 more bytes: a 24-byte node would take 40 instead of 33) or in a per-span table
+//! written at each allocation; one type per span keeps it per span for free, at the cost of a
+//! partly used span per type per thread.
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{
+    AtomicBool, AtomicIsize, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
+use std::sync::{Mutex, OnceLock};
+
+use crate::trace::Tracer;
+
+/// Span size and alignment.
+pub(crate) const SPAN: usize = 64 * 1024;
+/// Objects larger than this get a span of their own.
+pub(crate) const LARGE: usize = 32 * 1024;
+/// Epoch byte of an object found dead (set by the sweeper, kept until the slot is reused).
+pub(crate) const DEAD_EPOCH: u8 = 255;
+/// `Header::internal` bit: the object is dead (its value is dropped or being dropped).
+pub(crate) const DEAD_BIT: u32 = 1 << 31;
+
+/// The 8 bytes in front of every value.
+#[repr(C)]
+pub(crate) struct Header {
+    /// Every `Gc` handle to the object, wherever it is, plus one per finalization batch.
+    pub(crate) count: AtomicU32,
+    /// The collector's tally of handles inside managed objects (low 31 bits) and `DEAD_BIT`.
+    pub(crate) internal: AtomicU32,
+}
+
+impl Header {
+    pub(crate) fn is_dead(&self) -> bool {
+        self.internal.load(Ordering::Acquire) & DEAD_BIT != 0
+    }
+}
+
+/// What a span knows about its type. One per monomorphized `T`, a promoted constant (a type
+/// may end up with two of them across codegen units; that only costs a second span list).
+pub(crate) struct TypeInfo {
+    /// `size_of::<GcBox<T>>()`: the slot stride.
+    pub(crate) stride: usize,
+    /// `align_of::<GcBox<T>>()`.
+    pub(crate) align: usize,
+    /// Traces the value of the object whose header is at the address.
+    pub(crate) trace: unsafe fn(*const Header, &mut Tracer),
+    /// Drops the value in place.
+    pub(crate) drop: unsafe fn(*mut Header),
+    /// `type_name::<T>()`, for reports.
+    pub(crate) name: fn() -> &'static str,
+}
+
+/// The header at the start of every span.
+#[repr(C)]
+pub(crate) struct Span {
+    info: &'static TypeInfo,
+    /// Bytes this span occupies (64 KiB, or more for a large object).
+    bytes: usize,
+    nslots: usize,
+    /// Offset of slot 0 from the span's base.
+    first: usize,
+    /// Offset of the epoch table.
+    epochs: usize,
+    words: usize,
+    /// Owned by a thread's cache (only the owner sets bitmap bits).
+    owner: AtomicBool,
+    /// Bitmap word where the owner resumes its scan.
+    cursor: AtomicUsize,
+    /// Slots set in the bitmap (maintained by claim/free), for `release_empty` and stats.
+    used: AtomicUsize,
+}
+
+/// Where the parts of a span go for one type.
+struct Geometry {
+    bytes: usize,
+    nslots: usize,
+    words: usize,
+    epochs: usize,
+    first: usize,
+}
+
+fn round_up(x: usize, a: usize) -> usize {
+    x.div_ceil(a) * a
+}
+
+fn geometry(info: &TypeInfo) -> Geometry {
+    let hdr = size_of::<Span>();
+    let align = info.align.max(8);
+    let stride = info.stride.max(8);
+    if stride > LARGE {
+        let words = 1;
+        let epochs = hdr + 8;
+        let first = round_up(epochs + 1, align);
+        let bytes = round_up(first + stride, SPAN);
+        return Geometry {
+            bytes,
+            nslots: 1,
+            words,
+            epochs,
+            first,
+        };
+    }
+    // Largest n with hdr + 8·⌈n/64⌉ + n + pad + n·stride ≤ SPAN.
+    let mut n = (SPAN - hdr) / (stride + 1);
+    loop {
+        let words = n.div_ceil(64);
+        let epochs = hdr + 8 * words;
+        let first = round_up(epochs + n, align);
+        if first + n * stride <= SPAN {
+            return Geometry {
+                bytes: SPAN,
+                nslots: n,
+                words,
+                epochs,
+                first,
+            };
+        }
+        n -= 1;
+    }
+}
+
+impl Span {
+    fn bitmap(&self) -> &[AtomicU64] {
+        let base = self as *const Span as *const u8;
+        // SAFETY: the bitmap sits right after the header, `words` words long, inside the span's
+        // allocation, which lives as long as `self`; AtomicU64 is valid for any bits (zeroed).
+        unsafe {
+            std::slice::from_raw_parts(base.add(size_of::<Span>()) as *const AtomicU64, self.words)
+        }
+    }
+
+    pub(crate) fn epoch(&self, idx: usize) -> &AtomicU8 {
+        debug_assert!(idx < self.nslots);
+        let base = self as *const Span as *const u8;
+        // SAFETY: the epoch table has `nslots` bytes at `epochs`, inside the span's allocation.
+        unsafe { &*(base.add(self.epochs + idx) as *const AtomicU8) }
+    }
+
+    pub(crate) fn slot(&self, idx: usize) -> *mut Header {
+        let base = self as *const Span as *mut u8;
+        // SAFETY: `first + idx·stride` is inside the span for `idx < nslots` (geometry).
+        unsafe { base.add(self.first + idx * self.info.stride.max(8)) as *mut Header }
+    }
+
+    pub(crate) fn info(&self) -> &'static TypeInfo {
+        self.info
+    }
+
+    pub(crate) fn nslots(&self) -> usize {
+        self.nslots
+    }
+
+    pub(crate) fn stride(&self) -> usize {
+        self.info.stride.max(8)
+    }
+
+    /// Whether slot `idx` is allocated (SeqCst: pairs with `publish`'s RMW, see there).
+    pub(crate) fn is_allocated(&self, idx: usize) -> bool {
+        self.bitmap()[idx / 64].load(Ordering::SeqCst) & (1 << (idx % 64)) != 0
+    }
+
+    /// Calls `f` for every allocated slot index, reading each bitmap word once.
+    pub(crate) fn for_each_allocated(&self, mut f: impl FnMut(usize)) {
+        for (w, word) in self.bitmap().iter().enumerate() {
+            let mut bits = word.load(Ordering::SeqCst);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let idx = w * 64 + b;
+                if idx < self.nslots {
+                    f(idx);
+                }
+            }
+        }
+    }
+
+    /// The span holding the header at `h`.
+    pub(crate) fn of(h: *const Header) -> &'static Span {
+        let base = (h as usize) & !(SPAN - 1);
+        // SAFETY: every header lives in a span's first 64 KiB (slot 0 of a large span starts
+        // below 64 KiB), spans are SPAN-aligned, and a span outlives its allocated slots.
+        unsafe { &*(base as *const Span) }
+    }
+
+    pub(crate) fn index_of(&self, h: *const Header) -> usize {
+        (h as usize - (self as *const Span as usize) - self.first) / self.stride()
+    }
+}
+
+/// All spans of one type.
+pub(crate) struct TypeHeap {
+    info: &'static TypeInfo,
+    geo: Geometry,
+    spans: Mutex<Vec<SpanPtr>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpanPtr(pub(crate) NonNull<Span>);
+// SAFETY: a span is shared memory made of atomics and slots whose access the collector's
+// protocol governs; the pointer itself is just an address.
+unsafe impl Send for SpanPtr {}
+
+impl SpanPtr {
+    pub(crate) fn get(&self) -> &'static Span {
+        // SAFETY: spans in the registry stay allocated until `release_empty` removes them, and
+        // only the collector thread (the one caller holding snapshots) calls that.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+struct Registry {
+    by_type: HashMap<usize, &'static TypeHeap>,
+    all: Vec<&'static TypeHeap>,
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
+    R.get_or_init(|| {
+        Mutex::new(Registry {
+            by_type: HashMap::new(),
+            all: Vec::new(),
+        })
+    })
+}
+
+fn type_heap(info: &'static TypeInfo) -> &'static TypeHeap {
+    let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let key = info as *const TypeInfo as usize;
+    if let Some(h) = r.by_type.get(&key) {
+        return h;
+    }
+    let h: &'static TypeHeap = Box::leak(Box::new(TypeHeap {
+        info,
+        geo: geometry(info),
+        spans: Mutex::new(Vec::new()),
+    }));
+    r.by_type.insert(key, h);
+    r.all.push(h);
+    h
+}
+
+/// Bytes of spans mapped now (heap_sys / heap_inuse).
+pub(crate) static SPAN_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of slots handed to thread caches minus bytes given back or freed: the pacer's
+/// `heap_live`, updated once per span refill rather than per allocation.
+pub(crate) static HEAP_LIVE: AtomicIsize = AtomicIsize::new(0);
+
+impl TypeHeap {
+    fn new_span(&self) -> SpanPtr {
+        let g = &self.geo;
+        let layout = Layout::from_size_align(g.bytes, SPAN).expect("span layout");
+        // SAFETY: the layout has a non-zero size.
+        let base = unsafe { alloc_zeroed(layout) };
+        let Some(base) = NonNull::new(base) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        let span = base.as_ptr() as *mut Span;
+        // SAFETY: `base` is a fresh, zeroed, SPAN-aligned allocation of `g.bytes` bytes, large
+        // enough for the header (geometry), and nobody else knows it yet.
+        unsafe {
+            ptr::write(
+                span,
+                Span {
+                    info: self.info,
+                    bytes: g.bytes,
+                    nslots: g.nslots,
+                    first: g.first,
+                    epochs: g.epochs,
+                    words: g.words,
+                    owner: AtomicBool::new(false),
+                    cursor: AtomicUsize::new(0),
+                    used: AtomicUsize::new(0),
+                },
+            );
+        }
+        // SAFETY: just initialised.
+        let s = unsafe { &*span };
+        // Bits past the last slot are set forever, so the claim scan never returns them.
+        let tail = g.nslots % 64;
+        if tail != 0 {
+            s.bitmap()[g.words - 1].store(!0u64 << tail, Ordering::Relaxed);
+        }
+        SPAN_BYTES.fetch_add(g.bytes, Ordering::Relaxed);
+        let p = SpanPtr(NonNull::new(span).expect("non-null"));
+        self.spans.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+        p
+    }
+
+    /// A span with free slots, owned by the caller from now on.
+    fn take_span(&self) -> SpanPtr {
+        {
+            let spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+            for p in spans.iter().rev() {
+                let s = p.get();
+                if s.used.load(Ordering::Relaxed) < s.nslots
+                    && s.owner
+                        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    s.cursor.store(0, Ordering::Relaxed);
+                    return *p;
+                }
+            }
+        }
+        let p = self.new_span();
+        p.get().owner.store(true, Ordering::Relaxed);
+        p
+    }
+}
+
+/// Hands a span back: another thread (or this one, later) may own it.
+fn give_back(p: SpanPtr) {
+    let s = p.get();
+    let free = s.nslots - s.used.load(Ordering::Relaxed).min(s.nslots);
+    HEAP_LIVE.fetch_sub((free * s.stride()) as isize, Ordering::Relaxed);
+    s.owner.store(false, Ordering::Release);
+}
+
+const CACHE_WAYS: usize = 32;
+
+struct Cache {
+    ways: [Option<(usize, SpanPtr)>; CACHE_WAYS],
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        for (_, p) in self.ways.iter_mut().filter_map(|w| w.take()) {
+            give_back(p);
+        }
+    }
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = const { RefCell::new(Cache { ways: [None; CACHE_WAYS] }) };
+}
+
+/// Claims a free slot of `span` (owned by the caller) or returns `None` if it is full.
+fn claim(s: &Span) -> Option<usize> {
+    let bm = s.bitmap();
+    let start = s.cursor.load(Ordering::Relaxed);
+    for k in 0..bm.len() {
+        let w = (start + k) % bm.len();
+        let bits = bm[w].load(Ordering::Relaxed);
+        if bits != !0 {
+            let b = (!bits).trailing_zeros() as usize;
+            s.cursor.store(w, Ordering::Relaxed);
+            return Some(w * 64 + b);
+        }
+    }
+    None
+}
+
+/// A slot for one object of `info`'s type: `(span, index)`. The slot is not yet visible to
+/// the collector; `publish` makes it so. Refills check the pacer's trigger.
+pub(crate) fn alloc(info: &'static TypeInfo) -> (&'static Span, usize) {
+    let key = info as *const TypeInfo as usize;
+    let way = (key >> 4) % CACHE_WAYS;
+    let fast = CACHE.try_with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((k, p)) = c.ways[way] {
+            if k == key {
+                if let Some(i) = claim(p.get()) {
+                    return Some((p.get(), i));
+                }
+            }
+        }
+        // Refill: hand back the way's span, take one of this type.
+        if let Some((_, old)) = c.ways[way].take() {
+            give_back(old);
+        }
+        let p = refill(info);
+        c.ways[way] = Some((key, p));
+        let i = claim(p.get()).expect("a span from take_span has a free slot");
+        Some((p.get(), i))
+    });
+    match fast {
+        Ok(Some(r)) => r,
+        // The thread is exiting (its cache is gone): own a span for this one allocation.
+        _ => {
+            let p = refill(info);
+            let i = claim(p.get()).expect("a span from take_span has a free slot");
+            // The owner flag is released in `publish_unowned` after the bit is set.
+            (p.get(), i | UNOWNED)
+        }
+    }
+}
+
+/// Flag on an index from `alloc` when the span must be handed back after `publish`.
+pub(crate) const UNOWNED: usize = 1 << (usize::BITS - 1);
+
+fn refill(info: &'static TypeInfo) -> SpanPtr {
+    let h = type_heap(info);
+    let p = h.take_span();
+    let s = p.get();
+    let free = s.nslots - s.used.load(Ordering::Relaxed).min(s.nslots);
+    let add = (free * s.stride()) as isize;
+    let live = (HEAP_LIVE.fetch_add(add, Ordering::Relaxed) + add).max(0) as usize;
+    crate::collector::on_refill(live);
+    p
+}
+
+/// Makes slot `idx` of `s` visible to the collector: its header, value and epoch byte are
+/// written. The SeqCst RMW is the publication point (see the collector's mark start).
+pub(crate) fn publish(s: &Span, idx: usize) {
+    let (idx, unowned) = (idx & !UNOWNED, idx & UNOWNED != 0);
+    s.bitmap()[idx / 64].fetch_or(1 << (idx % 64), Ordering::SeqCst);
+    s.used.fetch_add(1, Ordering::Relaxed);
+    if unowned {
+        give_back(SpanPtr(NonNull::from(s)));
+    }
+}
+
+/// Frees the slot of a dead object whose value was dropped.
+pub(crate) fn free(h: *const Header) {
+    let s = Span::of(h);
+    let idx = s.index_of(h);
+    let stride = s.stride();
+    if cfg!(debug_assertions) {
+        // Poison: a use after free reads 0xdb, and `Header::count` 0xdbdbdbdb trips asserts.
+        // SAFETY: the slot is ours (its count reached zero on a DEAD object): nobody else
+        // reads or writes it until its bit is cleared below.
+        unsafe { ptr::write_bytes(h as *mut u8, 0xdb, stride) };
+    }
+    crate::stats::on_free(stride);
+    s.used.fetch_sub(1, Ordering::Relaxed);
+    HEAP_LIVE.fetch_sub(stride as isize, Ordering::Relaxed);
+    s.bitmap()[idx / 64].fetch_and(!(1 << (idx % 64)), Ordering::Release);
+}
+
+/// Every span of every type, for a cycle.
+pub(crate) fn snapshot() -> Vec<SpanPtr> {
+    let r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = Vec::new();
+    for h in &r.all {
+        out.extend(
+            h.spans
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied(),
+        );
+    }
+    out
+}
+
+/// Returns spans with no allocated slot and no owner to the allocator. Called by the collector
+/// thread only, between cycles' uses of their snapshots.
+pub(crate) fn release_empty() {
+    let r = registry().lock().unwrap_or_else(|e| e.into_inner());
+    for h in &r.all {
+        let mut spans = h.spans.lock().unwrap_or_else(|e| e.into_inner());
+        spans.retain(|p| {
+            let s = p.get();
+            if s.used.load(Ordering::Acquire) != 0
+                || s.owner
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+            {
+                return true;
+            }
+            if s.used.load(Ordering::Acquire) != 0 {
+                s.owner.store(false, Ordering::Release);
+                return true;
+            }
+            let bytes = s.bytes;
+            SPAN_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+            let layout = Layout::from_size_align(bytes, SPAN).expect("span layout");
+            // SAFETY: the span is empty (no slot, so no handle or object points into it), owned
+            // by us (no cache can claim from it) and about to leave the registry (no snapshot
+            // outlives this call: the collector, the only holder, is the caller).
+            unsafe { dealloc(p.0.as_ptr() as *mut u8, layout) };
+            false
+        });
+    }
+}
+
+/// Per-object overhead for a value of `size` bytes and alignment ≤ 8, in bytes (for docs/tests).
+pub fn overhead_per_object(size: usize) -> f64 {
+    fn nop(_: *const Header, _: &mut Tracer) {}
+    fn nodrop(_: *mut Header) {}
+    let info = TypeInfo {
+        stride: round_up(size + 8, 8),
+        align: 8,
+        trace: nop,
+        drop: nodrop,
+        name: || "",
+    };
+    let g = geometry(&info);
+    g.bytes as f64 / g.nslots as f64 - size as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_24_byte_node_takes_under_twice_its_size() {
+        let o = overhead_per_object(24);
+        assert!(o > 8.0 && o < 10.0, "overhead {o}");
+    }
+}
