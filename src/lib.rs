@@ -23,3 +23,10 @@ pub use goro_runtime::*;
 
 /// The garbage collector (`goro-gc`).
 pub use goro_gc as gc;
+
+/// Run-time controls and statistics (Go's `runtime` package): the scheduler's, and the
+/// collector's [`mem_stats`](runtime::mem_stats).
+pub mod runtime {
+    pub use goro_gc::{collect as gc, mem_stats, MemStats};
+    pub use goro_runtime::runtime::*;
+}

@@ -309,7 +309,6 @@ pub(crate) struct CycleReport {
     pub(crate) heap_start: usize,
     pub(crate) heap_end: usize,
     pub(crate) marked: usize,
-    pub(crate) freed_objects: usize,
     pub(crate) goal: usize,
     pub(crate) stacks: usize,
 }
@@ -398,7 +397,6 @@ fn run_cycle(forced: bool) {
         dead_bytes += span.stride();
         dead.push(h as usize);
     });
-    let freed_objects = dead.len();
     let marked = stats::heap_alloc().saturating_sub(dead_bytes);
     let stacks = goro_runtime::stack::stats()
         .in_use_bytes
@@ -414,7 +412,6 @@ fn run_cycle(forced: bool) {
         heap_start,
         heap_end,
         marked,
-        freed_objects,
         goal,
         stacks,
     };

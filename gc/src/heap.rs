@@ -175,17 +175,8 @@ impl Span {
         self.info
     }
 
-    pub(crate) fn nslots(&self) -> usize {
-        self.nslots
-    }
-
     pub(crate) fn stride(&self) -> usize {
         self.info.stride.max(8)
-    }
-
-    /// Whether slot `idx` is allocated (SeqCst: pairs with `publish`'s RMW, see there).
-    pub(crate) fn is_allocated(&self, idx: usize) -> bool {
-        self.bitmap()[idx / 64].load(Ordering::SeqCst) & (1 << (idx % 64)) != 0
     }
 
     /// Calls `f` for every allocated slot index, reading each bitmap word once.
@@ -321,7 +312,7 @@ impl TypeHeap {
             let spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
             for p in spans.iter().rev() {
                 let s = p.get();
-                if s.used.load(Ordering::Relaxed) < s.nslots
+                if s.used.load(Ordering::Acquire) < s.nslots
                     && s.owner
                         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
@@ -397,17 +388,15 @@ pub(crate) fn alloc(info: &'static TypeInfo) -> (&'static Span, usize) {
         if let Some((_, old)) = c.ways[way].take() {
             give_back(old);
         }
-        let p = refill(info);
+        let (p, i) = refill(info);
         c.ways[way] = Some((key, p));
-        let i = claim(p.get()).expect("a span from take_span has a free slot");
         Some((p.get(), i))
     });
     match fast {
         Ok(Some(r)) => r,
         // The thread is exiting (its cache is gone): own a span for this one allocation.
         _ => {
-            let p = refill(info);
-            let i = claim(p.get()).expect("a span from take_span has a free slot");
+            let (p, i) = refill(info);
             // The owner flag is released in `publish_unowned` after the bit is set.
             (p.get(), i | UNOWNED)
         }
@@ -417,15 +406,23 @@ pub(crate) fn alloc(info: &'static TypeInfo) -> (&'static Span, usize) {
 /// Flag on an index from `alloc` when the span must be handed back after `publish`.
 pub(crate) const UNOWNED: usize = 1 << (usize::BITS - 1);
 
-fn refill(info: &'static TypeInfo) -> SpanPtr {
+/// A span of `info`'s type, owned by the caller, and a free slot in it.
+fn refill(info: &'static TypeInfo) -> (SpanPtr, usize) {
     let h = type_heap(info);
-    let p = h.take_span();
+    let (p, i) = loop {
+        let p = h.take_span();
+        match claim(p.get()) {
+            Some(i) => break (p, i),
+            // Its count was lower than its bits for an instant (a free in progress).
+            None => give_back(p),
+        }
+    };
     let s = p.get();
     let free = s.nslots - s.used.load(Ordering::Relaxed).min(s.nslots);
     let add = (free * s.stride()) as isize;
     let live = (HEAP_LIVE.fetch_add(add, Ordering::Relaxed) + add).max(0) as usize;
     crate::collector::on_refill(live);
-    p
+    (p, i)
 }
 
 /// Makes slot `idx` of `s` visible to the collector: its header, value and epoch byte are
@@ -451,9 +448,10 @@ pub(crate) fn free(h: *const Header) {
         unsafe { ptr::write_bytes(h as *mut u8, 0xdb, stride) };
     }
     crate::stats::on_free(stride);
-    s.used.fetch_sub(1, Ordering::Relaxed);
     HEAP_LIVE.fetch_sub(stride as isize, Ordering::Relaxed);
+    // Bit first, then the count: a refill that sees the lower count finds the zero bit.
     s.bitmap()[idx / 64].fetch_and(!(1 << (idx % 64)), Ordering::Release);
+    s.used.fetch_sub(1, Ordering::Release);
 }
 
 /// Every span of every type, for a cycle.

@@ -34,6 +34,8 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     quote!(
         #(#attrs)*
         #vis #sig {
+            // A bad GOGC is named at start, not at the first allocation.
+            ::goro::gc::init();
             ::goro::run(move || -> #ret #body)
         }
     )
