@@ -35,6 +35,8 @@ fn row(workload: &str, metric: &str, value: f64, unit: &str) {
     println!("{workload} goro {metric} {value:.1} {unit}");
 }
 
+#[path = "workloads/gc.rs"]
+mod gc_workloads;
 #[path = "workloads/spawn_idle.rs"]
 mod workloads;
 
@@ -460,6 +462,11 @@ fn main() {
                 .parse::<usize>()
                 .expect("--n takes a number")
         });
+    let secs = args
+        .iter()
+        .position(|a| a == "--secs")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse::<f64>().expect("--secs takes a number"));
     if workload == "fanout" {
         // Two runtimes in turn (one and two processors), so not inside `goro::run`.
         return fanout(n.unwrap_or(1_000_000));
@@ -481,9 +488,14 @@ fn main() {
         "chan_buffered" => chan_buffered(n.unwrap_or(1_000_000)),
         "sleep" => sleep(n.unwrap_or(1_000_000)),
         "mutex" => mutex(n.unwrap_or(1_000_000)),
+        "gc_latency" => gc_workloads::gc_latency(secs.unwrap_or(5.0)),
+        "gc_trees" => gc_workloads::gc_trees(),
+        "gc_parent_trees" => gc_workloads::gc_parent_trees(),
+        "gc_list" => gc_workloads::gc_list(),
+        "gc_graph" => gc_workloads::gc_graph(),
         "" => {} // `cargo bench` with no workload runs nothing
         w => {
-            eprintln!("compare_goro: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow, pingpong, ring, chan_buffered, mutex, sleep, fanout, imbalance)");
+            eprintln!("compare_goro: unknown workload {w:?} (spawn_idle, spawn_join, stack_grow, pingpong, ring, chan_buffered, mutex, sleep, fanout, imbalance, gc_latency, gc_trees, gc_parent_trees, gc_list, gc_graph)");
             std::process::exit(2);
         }
     });

@@ -16,7 +16,10 @@ fn main() {
     // NumGC is monotonic, so this delta is stable everywhere.
     println!("at least one GC ran: {}", after.num_gc > before.num_gc);
     // TotalAlloc is cumulative and never decreases.
-    println!("allocated more after the loop: {}", after.total_alloc > before.total_alloc);
+    println!(
+        "allocated more after the loop: {}",
+        after.total_alloc > before.total_alloc
+    );
     // GCCPUFraction is a fraction in [0,1].
     println!("GC CPU fraction <= 1: {}", after.gc_cpu_fraction <= 1.0);
     // After a forced GC, the next-GC heap goal is set (non-zero).

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::heap::{self, Header, Span, SpanPtr, DEAD_BIT, DEAD_EPOCH};
+use crate::heap::{self, Header, Span, SpanPtr, DEAD_BIT, DEAD_EPOCH, NEW_EPOCH};
 use crate::stats;
 use crate::trace::{Mode, Tracer};
 
@@ -101,16 +101,22 @@ pub(crate) fn on_new_handle(h: *const Header) {
     }
 }
 
-/// A new object at slot `idx` of `span` was published with epoch `written`. If a cycle began
-/// in between, the object becomes black for it, and either way while marking the handles moved
-/// into it are shaded (the tally may have counted them as internal before the re-stamp).
+/// A new object at slot `idx` of `span` was published with the epoch byte `NEW_EPOCH`. Now it
+/// takes the current epoch, by CAS from NEW: if the collector got there first (mark step C
+/// shades NEW objects), the object is already black and queued. While its byte is NEW the
+/// tally skips it (its handles count as external, so what they name is a root), step C shades
+/// it and the sweep keeps it: however long the allocating thread is descheduled between
+/// publishing and this store, no cycle can find the object white. (The first version stamped
+/// the epoch before publishing and re-stamped after: a sweep that ran in between freed a live
+/// object; the 2-goroutine latency bench crashed once in eight runs.)
 #[inline]
-pub(crate) fn after_publish(span: &Span, idx: usize, h: *const Header, written: u8) {
+pub(crate) fn after_publish(span: &Span, idx: usize, h: *const Header) {
     let s = state();
-    if epoch_of(s) != written {
-        span.epoch(idx).store(epoch_of(s), Ordering::SeqCst);
-    }
-    if s & MARK != 0 {
+    let e = span.epoch(idx);
+    let won = e
+        .compare_exchange(NEW_EPOCH, epoch_of(s), Ordering::SeqCst, Ordering::Relaxed)
+        .is_ok();
+    if won && s & MARK != 0 {
         let trace = span.info().trace;
         // SAFETY: the object is initialised and we hold its only handle.
         shade_with(|t| unsafe { trace(h, t) });
@@ -174,7 +180,7 @@ static CTL: Mutex<Ctl> = Mutex::new(Ctl {
 });
 static CTL_CV: Condvar = Condvar::new();
 static COLLECTOR: OnceLock<()> = OnceLock::new();
-/// The pacer's trigger (bytes of `heap::HEAP_LIVE`); `usize::MAX` while a cycle runs or GC is off.
+/// The pacer's trigger (bytes of `stats::heap_alloc()`); `usize::MAX` while a cycle runs or GC is off.
 pub(crate) static TRIGGER: AtomicUsize = AtomicUsize::new(usize::MAX);
 static TRIGGER_INIT: OnceLock<()> = OnceLock::new();
 
@@ -195,14 +201,14 @@ fn ensure_collector() {
     });
 }
 
-/// Called at each span refill with the new `heap_live`.
-#[inline]
-pub(crate) fn on_refill(live: usize) {
+/// Called at each span refill: starts a cycle when the heap reached the trigger.
+pub(crate) fn on_refill() {
     TRIGGER_INIT.get_or_init(|| {
         crate::pacer::init();
         TRIGGER.store(crate::pacer::initial_trigger(), Ordering::Relaxed);
     });
-    if live >= TRIGGER.load(Ordering::Relaxed) {
+    let t = TRIGGER.load(Ordering::Relaxed);
+    if t != usize::MAX && stats::heap_alloc() >= t {
         request(false);
     }
 }
@@ -340,24 +346,46 @@ fn run_cycle(forced: bool) {
 
     // B: tally.
     let mut tally = Tracer::new(Mode::Tally, epoch);
-    for_each_old(&spans, epoch, |_, _, h, info| {
-        // SAFETY: `h` is allocated, not DEAD (so not being dropped: the previous cycle's DEAD
-        // objects were flagged before it ended), and a span holds only objects of its type.
-        unsafe { (info.trace)(h, &mut tally) };
-    });
+    for_each_old(
+        &spans,
+        epoch,
+        |_, _, h, info| {
+            // SAFETY: `h` is allocated, not DEAD (so not being dropped: the previous cycle's DEAD
+            // objects were flagged before it ended), and a span holds only objects of its type.
+            unsafe { (info.trace)(h, &mut tally) };
+        },
+        |_, _, _| {},
+    );
 
-    // C: roots.
+    // C: roots. Every allocated object's tally is reset here, not only the old ones': the
+    // tally also counts edges into objects that are black, NEW or DEAD, and a stale count
+    // would make a later cycle see fewer external handles than exist.
     let mut mark = Tracer::new(Mode::Mark, epoch);
-    for_each_old(&spans, epoch, |_, _, h, _| {
-        // SAFETY: as above; the header is readable for any allocated slot.
-        let hd = unsafe { &*h };
-        let internal = hd.internal.load(Ordering::Relaxed) & !DEAD_BIT;
-        let count = hd.count.load(Ordering::SeqCst);
-        hd.internal.store(0, Ordering::Relaxed);
-        if count > internal && try_shade(h, epoch) {
-            mark.grey.push(h);
-        }
-    });
+    for p in &spans {
+        let s = p.get();
+        s.for_each_allocated(|idx| {
+            let h = s.slot(idx);
+            // SAFETY: the header of an allocated slot (or one freed and reused since the bitmap
+            // word was read: then a new object's header, also readable, as atomics).
+            let hd = unsafe { &*h };
+            let raw = hd.internal.load(Ordering::Relaxed);
+            let e = s.epoch(idx).load(Ordering::SeqCst);
+            if raw & !DEAD_BIT != 0 {
+                hd.internal.store(raw & DEAD_BIT, Ordering::Relaxed);
+            }
+            let root = if e == NEW_EPOCH {
+                // Published, epoch not yet stored: its allocator holds a handle.
+                true
+            } else if e == epoch || e == DEAD_EPOCH {
+                false
+            } else {
+                hd.count.load(Ordering::SeqCst) > raw & !DEAD_BIT
+            };
+            if root && try_shade(h, epoch) {
+                mark.grey.push(h);
+            }
+        });
+    }
 
     // D: mark, then T1: terminate.
     let mut t1 = Duration::ZERO;
@@ -386,21 +414,24 @@ fn run_cycle(forced: bool) {
 
     // S: sweep.
     let mut dead: Vec<usize> = Vec::new();
-    let mut dead_bytes = 0usize;
-    for_each_old(&spans, epoch, |span, idx, h, _| {
-        // SAFETY: an allocated slot's header; nobody holds a handle to a white object (the
-        // cycle's invariant), so the only concurrent access is none.
-        let hd = unsafe { &*h };
-        hd.count.fetch_add(1, Ordering::SeqCst);
-        hd.internal.fetch_or(DEAD_BIT, Ordering::SeqCst);
-        span.epoch(idx).store(DEAD_EPOCH, Ordering::SeqCst);
-        dead_bytes += span.stride();
-        dead.push(h as usize);
-    });
-    let marked = stats::heap_alloc().saturating_sub(dead_bytes);
-    let stacks = goro_runtime::stack::stats()
-        .in_use_bytes
-        .min(stacks_committed_estimate());
+    for_each_old(
+        &spans,
+        epoch,
+        |span, idx, h, _| {
+            // SAFETY: an allocated slot's header; nobody holds a handle to a white object (the
+            // cycle's invariant), so the only concurrent access is none.
+            let hd = unsafe { &*h };
+            hd.count.fetch_add(1, Ordering::Relaxed);
+            // Plain stores: only the collector writes `internal` and dead objects' epochs, and the
+            // batch reaches the finalizer through a channel (happens-before).
+            hd.internal.store(DEAD_BIT, Ordering::Release);
+            span.epoch(idx).store(DEAD_EPOCH, Ordering::Relaxed);
+            dead.push(h as usize);
+        },
+        |_, _, _| {},
+    );
+    let marked = marked_bytes(&spans, epoch);
+    let stacks = stacks_estimate();
     let report = CycleReport {
         n,
         forced,
@@ -426,9 +457,24 @@ fn run_cycle(forced: bool) {
 }
 
 /// Resident stack bytes are costly to count (mincore over every slot); a goroutine idles at
-/// one or two pages, so the pacer uses two pages per goroutine slot in use.
-fn stacks_committed_estimate() -> usize {
-    goro_runtime::stack::stats().slots_in_use * 8192
+/// one or two pages, so the pacer counts two pages per goroutine slot in use.
+pub(crate) fn stacks_estimate() -> usize {
+    let (slots, bytes) = goro_runtime::stack::in_use();
+    (slots * 8192).min(bytes)
+}
+
+/// Bytes of the objects this cycle found live (or allocated black) in `spans`.
+fn marked_bytes(spans: &[SpanPtr], epoch: u8) -> usize {
+    let mut bytes = 0;
+    for p in spans {
+        let s = p.get();
+        s.for_each_allocated(|idx| {
+            if s.epoch(idx).load(Ordering::Relaxed) == epoch {
+                bytes += s.stride();
+            }
+        });
+    }
+    bytes
 }
 
 fn drain(mark: &mut Tracer) {
@@ -447,19 +493,23 @@ fn drain(mark: &mut Tracer) {
     }
 }
 
-/// Every allocated slot of `spans` whose epoch is neither `epoch` nor DEAD.
+/// Every allocated slot of `spans` whose epoch is neither `epoch` nor DEAD nor NEW (`f`), and
+/// the NEW ones (`on_new`: objects between publication and their epoch store).
 fn for_each_old(
     spans: &[SpanPtr],
     epoch: u8,
     mut f: impl FnMut(&Span, usize, *const Header, &'static heap::TypeInfo),
+    mut on_new: impl FnMut(&Span, usize, *const Header),
 ) {
     for p in spans {
         let s = p.get();
         let info = s.info();
         s.for_each_allocated(|idx| {
             let e = s.epoch(idx).load(Ordering::SeqCst);
-            if e != epoch && e != DEAD_EPOCH {
+            if e != epoch && e != DEAD_EPOCH && e != NEW_EPOCH {
                 f(s, idx, s.slot(idx), info);
+            } else if e == NEW_EPOCH {
+                on_new(s, idx, s.slot(idx));
             }
         });
     }
@@ -514,14 +564,15 @@ fn run_batch(b: Batch) {
             );
         }
     }
+    let mut free = Vec::with_capacity(b.dead.len());
     for &h in &b.dead {
-        let h = h as *const Header;
         // SAFETY: the batch's count keeps the slot allocated until this decrement.
-        let hd = unsafe { &*h };
+        let hd = unsafe { &*(h as *const Header) };
         if hd.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            heap::free(h);
+            free.push(h);
         }
     }
+    heap::free_batch(&free);
     stats::add_gc_cpu(stats::thread_cpu().saturating_sub(cpu0));
     let mut c = ctl();
     c.finalized = c.finalized.max(b.n);

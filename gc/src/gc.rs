@@ -72,9 +72,7 @@ impl<T: Trace + Send + 'static> Gc<T> {
     pub fn new(value: T) -> Gc<T> {
         let info: &'static TypeInfo = &InfoOf::<T>::INFO;
         let (span, idx) = heap::alloc(info);
-        let raw = span.slot(idx & !heap::UNOWNED) as *mut GcBox<T>;
-        let state = crate::collector::state();
-        let epoch = crate::collector::epoch_of(state);
+        let raw = span.slot(idx & !heap::FLAGS) as *mut GcBox<T>;
         // SAFETY: `alloc` returned a free slot of a span for `T`'s TypeInfo: sized and aligned
         // for a `GcBox<T>`, and not visible to anyone until `publish`.
         unsafe {
@@ -89,15 +87,21 @@ impl<T: Trace + Send + 'static> Gc<T> {
                 },
             );
         }
-        span.epoch(idx & !heap::UNOWNED)
-            .store(epoch, Ordering::SeqCst);
+        // NEW until `after_publish` (Relaxed: `publish`'s SeqCst RMW releases it with the slot).
+        span.epoch(idx & !heap::FLAGS)
+            .store(heap::NEW_EPOCH, Ordering::Relaxed);
         heap::publish(span, idx);
-        crate::stats::on_alloc(info.stride);
-        crate::collector::after_publish(span, idx & !heap::UNOWNED, raw as *const Header, epoch);
-        Gc {
+        crate::collector::after_publish(span, idx & !heap::FLAGS, raw as *const Header);
+        let gc = Gc {
             ptr: NonNull::new(raw).expect("slot"),
             _owns: PhantomData,
+        };
+        if idx & heap::REFILLED != 0 {
+            // Allocation is a safepoint: now and then, let sysmon's preemption request in (an
+            // allocating loop would otherwise keep its P from timers and other goroutines).
+            goro_runtime::preempt_point();
         }
+        gc
     }
 }
 

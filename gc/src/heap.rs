@@ -33,9 +33,7 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{
-    AtomicBool, AtomicIsize, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
-};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::trace::Tracer;
@@ -44,6 +42,9 @@ use crate::trace::Tracer;
 pub(crate) const SPAN: usize = 64 * 1024;
 /// Objects larger than this get a span of their own.
 pub(crate) const LARGE: usize = 32 * 1024;
+/// Epoch byte of an object published but not yet given its epoch (see
+/// `collector::after_publish`): never an epoch, never white for the sweep.
+pub(crate) const NEW_EPOCH: u8 = 0;
 /// Epoch byte of an object found dead (set by the sweeper, kept until the slot is reused).
 pub(crate) const DEAD_EPOCH: u8 = 255;
 /// `Header::internal` bit: the object is dead (its value is dropped or being dropped).
@@ -95,8 +96,6 @@ pub(crate) struct Span {
     owner: AtomicBool,
     /// Bitmap word where the owner resumes its scan.
     cursor: AtomicUsize,
-    /// Slots set in the bitmap (maintained by claim/free), for `release_empty` and stats.
-    used: AtomicUsize,
 }
 
 /// Where the parts of a span go for one type.
@@ -177,6 +176,17 @@ impl Span {
 
     pub(crate) fn stride(&self) -> usize {
         self.info.stride.max(8)
+    }
+
+    /// Allocated slots now (a popcount of the bitmap, tail bits excluded): read at refills and
+    /// by `release_empty` only, so allocation and free keep no counter.
+    fn used(&self) -> usize {
+        let ones: usize = self
+            .bitmap()
+            .iter()
+            .map(|w| w.load(Ordering::Acquire).count_ones() as usize)
+            .sum();
+        ones - (self.words * 64 - self.nslots)
     }
 
     /// Calls `f` for every allocated slot index, reading each bitmap word once.
@@ -261,9 +271,6 @@ fn type_heap(info: &'static TypeInfo) -> &'static TypeHeap {
 
 /// Bytes of spans mapped now (heap_sys / heap_inuse).
 pub(crate) static SPAN_BYTES: AtomicUsize = AtomicUsize::new(0);
-/// Bytes of slots handed to thread caches minus bytes given back or freed: the pacer's
-/// `heap_live`, updated once per span refill rather than per allocation.
-pub(crate) static HEAP_LIVE: AtomicIsize = AtomicIsize::new(0);
 
 impl TypeHeap {
     fn new_span(&self) -> SpanPtr {
@@ -287,9 +294,10 @@ impl TypeHeap {
                     first: g.first,
                     epochs: g.epochs,
                     words: g.words,
-                    owner: AtomicBool::new(false),
+                    // Born owned by its creator: published in the list below before
+                    // `take_span` returns it, so another thread must not claim it meanwhile.
+                    owner: AtomicBool::new(true),
                     cursor: AtomicUsize::new(0),
-                    used: AtomicUsize::new(0),
                 },
             );
         }
@@ -312,7 +320,7 @@ impl TypeHeap {
             let spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
             for p in spans.iter().rev() {
                 let s = p.get();
-                if s.used.load(Ordering::Acquire) < s.nslots
+                if s.used() < s.nslots
                     && s.owner
                         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
@@ -322,17 +330,13 @@ impl TypeHeap {
                 }
             }
         }
-        let p = self.new_span();
-        p.get().owner.store(true, Ordering::Relaxed);
-        p
+        self.new_span()
     }
 }
 
 /// Hands a span back: another thread (or this one, later) may own it.
 fn give_back(p: SpanPtr) {
     let s = p.get();
-    let free = s.nslots - s.used.load(Ordering::Relaxed).min(s.nslots);
-    HEAP_LIVE.fetch_sub((free * s.stride()) as isize, Ordering::Relaxed);
     s.owner.store(false, Ordering::Release);
 }
 
@@ -340,6 +344,8 @@ const CACHE_WAYS: usize = 32;
 
 struct Cache {
     ways: [Option<(usize, SpanPtr)>; CACHE_WAYS],
+    /// This thread's allocation counters (registered with `stats` at the first allocation).
+    counters: Option<std::sync::Arc<crate::stats::Counters>>,
 }
 
 impl Drop for Cache {
@@ -347,11 +353,14 @@ impl Drop for Cache {
         for (_, p) in self.ways.iter_mut().filter_map(|w| w.take()) {
             give_back(p);
         }
+        if let Some(c) = self.counters.take() {
+            crate::stats::retire(c);
+        }
     }
 }
 
 thread_local! {
-    static CACHE: RefCell<Cache> = const { RefCell::new(Cache { ways: [None; CACHE_WAYS] }) };
+    static CACHE: RefCell<Cache> = const { RefCell::new(Cache { ways: [None; CACHE_WAYS], counters: None }) };
 }
 
 /// Claims a free slot of `span` (owned by the caller) or returns `None` if it is full.
@@ -380,22 +389,34 @@ pub(crate) fn alloc(info: &'static TypeInfo) -> (&'static Span, usize) {
         if let Some((k, p)) = c.ways[way] {
             if k == key {
                 if let Some(i) = claim(p.get()) {
-                    return Some((p.get(), i));
+                    if let Some(n) = &c.counters {
+                        // Every 256th allocation is a safepoint (see `REFILLED`).
+                        let tick = if n.bump(info.stride) % 256 == 0 {
+                            REFILLED
+                        } else {
+                            0
+                        };
+                        return Some((p.get(), i | tick));
+                    }
                 }
             }
         }
+        c.counters
+            .get_or_insert_with(crate::stats::register)
+            .bump(info.stride);
         // Refill: hand back the way's span, take one of this type.
         if let Some((_, old)) = c.ways[way].take() {
             give_back(old);
         }
         let (p, i) = refill(info);
         c.ways[way] = Some((key, p));
-        Some((p.get(), i))
+        Some((p.get(), i | REFILLED))
     });
     match fast {
         Ok(Some(r)) => r,
         // The thread is exiting (its cache is gone): own a span for this one allocation.
         _ => {
+            crate::stats::on_alloc_unregistered(info.stride);
             let (p, i) = refill(info);
             // The owner flag is released in `publish_unowned` after the bit is set.
             (p.get(), i | UNOWNED)
@@ -405,6 +426,12 @@ pub(crate) fn alloc(info: &'static TypeInfo) -> (&'static Span, usize) {
 
 /// Flag on an index from `alloc` when the span must be handed back after `publish`.
 pub(crate) const UNOWNED: usize = 1 << (usize::BITS - 1);
+/// Flag on an index from `alloc` on a refill and on every 256th allocation: the caller then
+/// offers the scheduler a preemption point (allocation is a safepoint; freed slots are reused
+/// in place, so refills alone can be rare).
+pub(crate) const REFILLED: usize = 1 << (usize::BITS - 2);
+/// Both flags.
+pub(crate) const FLAGS: usize = UNOWNED | REFILLED;
 
 /// A span of `info`'s type, owned by the caller, and a free slot in it.
 fn refill(info: &'static TypeInfo) -> (SpanPtr, usize) {
@@ -417,20 +444,15 @@ fn refill(info: &'static TypeInfo) -> (SpanPtr, usize) {
             None => give_back(p),
         }
     };
-    let s = p.get();
-    let free = s.nslots - s.used.load(Ordering::Relaxed).min(s.nslots);
-    let add = (free * s.stride()) as isize;
-    let live = (HEAP_LIVE.fetch_add(add, Ordering::Relaxed) + add).max(0) as usize;
-    crate::collector::on_refill(live);
+    crate::collector::on_refill();
     (p, i)
 }
 
 /// Makes slot `idx` of `s` visible to the collector: its header, value and epoch byte are
 /// written. The SeqCst RMW is the publication point (see the collector's mark start).
 pub(crate) fn publish(s: &Span, idx: usize) {
-    let (idx, unowned) = (idx & !UNOWNED, idx & UNOWNED != 0);
+    let (idx, unowned) = (idx & !FLAGS, idx & UNOWNED != 0);
     s.bitmap()[idx / 64].fetch_or(1 << (idx % 64), Ordering::SeqCst);
-    s.used.fetch_add(1, Ordering::Relaxed);
     if unowned {
         give_back(SpanPtr(NonNull::from(s)));
     }
@@ -448,10 +470,42 @@ pub(crate) fn free(h: *const Header) {
         unsafe { ptr::write_bytes(h as *mut u8, 0xdb, stride) };
     }
     crate::stats::on_free(stride);
-    HEAP_LIVE.fetch_sub(stride as isize, Ordering::Relaxed);
-    // Bit first, then the count: a refill that sees the lower count finds the zero bit.
     s.bitmap()[idx / 64].fetch_and(!(1 << (idx % 64)), Ordering::Release);
-    s.used.fetch_sub(1, Ordering::Release);
+}
+
+/// Frees the slots of a finalization batch whose values were dropped and whose counts reached
+/// zero: `free` for many, with one bitmap RMW per word and one counter update per batch (the
+/// sweep lists objects span by span, so neighbours share words).
+pub(crate) fn free_batch(hs: &[usize]) {
+    let (mut n, mut bytes) = (0usize, 0usize);
+    let mut pending: Option<(&'static Span, usize, u64)> = None;
+    let flush = |p: Option<(&'static Span, usize, u64)>| {
+        if let Some((s, w, mask)) = p {
+            s.bitmap()[w].fetch_and(!mask, Ordering::Release);
+        }
+    };
+    for &h in hs {
+        let h = h as *const Header;
+        let s = Span::of(h);
+        let idx = s.index_of(h);
+        let stride = s.stride();
+        if cfg!(debug_assertions) {
+            // SAFETY: as in `free`: the slot is ours until its bit is cleared.
+            unsafe { ptr::write_bytes(h as *mut u8, 0xdb, stride) };
+        }
+        n += 1;
+        bytes += stride;
+        let (w, bit) = (idx / 64, 1u64 << (idx % 64));
+        match &mut pending {
+            Some((ps, pw, mask)) if std::ptr::eq(*ps, s) && *pw == w => *mask |= bit,
+            _ => {
+                flush(pending.take());
+                pending = Some((s, w, bit));
+            }
+        }
+    }
+    flush(pending);
+    crate::stats::on_free_many(n, bytes);
 }
 
 /// Every span of every type, for a cycle.
@@ -478,14 +532,14 @@ pub(crate) fn release_empty() {
         let mut spans = h.spans.lock().unwrap_or_else(|e| e.into_inner());
         spans.retain(|p| {
             let s = p.get();
-            if s.used.load(Ordering::Acquire) != 0
+            if s.used() != 0
                 || s.owner
                     .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                     .is_err()
             {
                 return true;
             }
-            if s.used.load(Ordering::Acquire) != 0 {
+            if s.used() != 0 {
                 s.owner.store(false, Ordering::Release);
                 return true;
             }

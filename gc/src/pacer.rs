@@ -3,8 +3,8 @@
 //! Go 1.18's goal: `goal = marked + (marked + stacks) × GOGC/100`, at least
 //! `4 MiB × GOGC/100`. The trigger is set so that marking ends near the goal: the last cycle's
 //! growth during marking is taken as the next one's, and the trigger is `goal − 1.2 × growth`,
-//! clamped to 60–95% of the runway (`goal − marked`). The trigger is compared with
-//! `heap::HEAP_LIVE` (bytes of spans handed to allocation caches), checked at each span refill.
+//! clamped to 60–95% of the runway (`goal − marked`). The trigger is compared with the bytes of
+//! allocated objects at each span refill.
 //! `GOGC=off` (or a negative percent) stops automatic cycles; `collect()` still runs one.
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::OnceLock;

@@ -4,47 +4,30 @@
 //! Allocation is counted per thread with single-writer atomics (a plain load and store, no
 //! shared cache line), summed when read; frees are counted globally (they happen on the
 //! finalizer thread). Reading never stops anything.
-use std::cell::OnceCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::collector::CycleReport;
 
+/// One thread's allocation counters (single writer: a load and a store each, no RMW).
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     mallocs: AtomicU64,
     bytes: AtomicU64,
 }
 
 impl Counters {
     #[inline]
-    fn bump(&self, bytes: usize) {
-        self.mallocs
-            .store(self.mallocs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    pub(crate) fn bump(&self, bytes: usize) -> u64 {
+        let n = self.mallocs.load(Ordering::Relaxed) + 1;
+        self.mallocs.store(n, Ordering::Relaxed);
         self.bytes.store(
             self.bytes.load(Ordering::Relaxed) + bytes as u64,
             Ordering::Relaxed,
         );
+        n
     }
-}
-
-struct Local(Arc<Counters>);
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        // Fold into the retired totals; readers may see it twice for an instant, never lose it.
-        RETIRED_MALLOCS.fetch_add(self.0.mallocs.load(Ordering::Relaxed), Ordering::Relaxed);
-        RETIRED_BYTES.fetch_add(self.0.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
-        threads()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|c| !Arc::ptr_eq(c, &self.0));
-    }
-}
-
-thread_local! {
-    static LOCAL: OnceCell<Local> = const { OnceCell::new() };
 }
 
 static RETIRED_MALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -64,25 +47,37 @@ fn process_start() -> Instant {
     *S.get_or_init(Instant::now)
 }
 
-#[inline]
-pub(crate) fn on_alloc(bytes: usize) {
-    let ok = LOCAL.try_with(|l| {
-        l.get_or_init(|| {
-            process_start();
-            let c = Arc::new(Counters::default());
-            threads()
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(c.clone());
-            Local(c)
-        })
-        .0
-        .bump(bytes)
-    });
-    if ok.is_err() {
-        RETIRED_MALLOCS.fetch_add(1, Ordering::Relaxed);
-        RETIRED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
-    }
+/// A new thread's counters, registered so readers sum them.
+pub(crate) fn register() -> Arc<Counters> {
+    process_start();
+    let c = Arc::new(Counters::default());
+    threads()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(c.clone());
+    c
+}
+
+/// A thread's counters at its exit: folded into the retired totals (readers may see them twice
+/// for an instant, never lose them).
+pub(crate) fn retire(c: Arc<Counters>) {
+    RETIRED_MALLOCS.fetch_add(c.mallocs.load(Ordering::Relaxed), Ordering::Relaxed);
+    RETIRED_BYTES.fetch_add(c.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+    threads()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|x| !Arc::ptr_eq(x, &c));
+}
+
+/// An allocation by a thread whose cache is gone (it is exiting).
+pub(crate) fn on_alloc_unregistered(bytes: usize) {
+    RETIRED_MALLOCS.fetch_add(1, Ordering::Relaxed);
+    RETIRED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+pub(crate) fn on_free_many(n: usize, bytes: usize) {
+    FREES.fetch_add(n as u64, Ordering::Relaxed);
+    FREED_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
 pub(crate) fn on_free(bytes: usize) {
@@ -141,7 +136,9 @@ pub struct MemStats {
     pub mallocs: u64,
     /// Cumulative heap objects freed.
     pub frees: u64,
-    /// Bytes of goroutine stacks in use (address space of the slots goroutines own).
+    /// Bytes of goroutine stacks in use: two pages per goroutine (what an idle one keeps
+    /// resident), at most the slots' address space; `goro::stack::stats()` has the exact
+    /// resident figure, at the cost of a `mincore` walk.
     pub stack_inuse: u64,
     /// Heap size at which the next cycle aims to end (`u64::MAX` when GOGC is off).
     pub next_gc: u64,
@@ -208,7 +205,7 @@ pub fn mem_stats() -> MemStats {
         heap_objects: mallocs.saturating_sub(frees),
         mallocs,
         frees,
-        stack_inuse: goro_runtime::stack::stats().in_use_bytes as u64,
+        stack_inuse: crate::collector::stacks_estimate() as u64,
         next_gc: if goal == usize::MAX {
             u64::MAX
         } else {

@@ -62,7 +62,9 @@ impl Tracer {
                 // SAFETY: `h` comes from a live handle inside an object being traced, so the
                 // object it names is allocated (its count includes that handle).
                 let hd = unsafe { &*h };
-                hd.internal.fetch_add(1, Ordering::Relaxed);
+                // Only the collector thread writes `internal` (no RMW needed).
+                hd.internal
+                    .store(hd.internal.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             }
             Mode::Mark | Mode::Shade => {
                 if crate::collector::try_shade(h, self.epoch) {
