@@ -144,9 +144,11 @@ fn shade_value<T: Trace>(v: &T) {
 // holds the cell), each handle once (the value's own `Trace`).
 unsafe impl<T: Trace> Trace for GcCell<T> {
     fn trace(&self, t: &mut Tracer) {
-        // SAFETY (of the read inside): `trace_cell` runs the closure only while holding a
-        // reader slot, which excludes writers.
-        collector::trace_cell(&self.word, t, |t| unsafe { (*self.value.get()).trace(t) })
+        collector::trace_cell(&self.word, t, |t| {
+            // SAFETY: `trace_cell` runs this only while holding a reader slot, which excludes
+            // writers.
+            unsafe { (*self.value.get()).trace(t) }
+        })
     }
 }
 
@@ -277,8 +279,10 @@ impl<T: Trace> GcMutex<T> {
 // SAFETY: as `GcCell`'s.
 unsafe impl<T: Trace> Trace for GcMutex<T> {
     fn trace(&self, t: &mut Tracer) {
-        // SAFETY (of the read inside): a reader slot excludes the lock holder's writer side.
-        collector::trace_cell(&self.word, t, |t| unsafe { (*self.value.get()).trace(t) })
+        collector::trace_cell(&self.word, t, |t| {
+            // SAFETY: a reader slot excludes the lock holder's writer side.
+            unsafe { (*self.value.get()).trace(t) }
+        })
     }
 }
 

@@ -365,21 +365,24 @@ fn run_cycle(forced: bool) {
         let s = p.get();
         s.for_each_allocated(|idx| {
             let h = s.slot(idx);
-            // SAFETY: the header of an allocated slot (or one freed and reused since the bitmap
-            // word was read: then a new object's header, also readable, as atomics).
-            let hd = unsafe { &*h };
-            let raw = hd.internal.load(Ordering::Relaxed);
+            // The epoch first: the bitmap word was read earlier, and the slot may have been
+            // freed (DEAD) or reused since (NEW, then an epoch stored after the header).
             let e = s.epoch(idx).load(Ordering::SeqCst);
-            if raw & !DEAD_BIT != 0 {
-                hd.internal.store(raw & DEAD_BIT, Ordering::Relaxed);
+            if e == DEAD_EPOCH {
+                return;
             }
+            // SAFETY: a slot whose epoch is not DEAD holds a published object (its header was
+            // written before its bit and its epoch), which nobody frees during this cycle.
+            let hd = unsafe { &*h };
             let root = if e == NEW_EPOCH {
                 // Published, epoch not yet stored: its allocator holds a handle.
                 true
-            } else if e == epoch || e == DEAD_EPOCH {
-                false
             } else {
-                hd.count.load(Ordering::SeqCst) > raw & !DEAD_BIT
+                let raw = hd.internal.load(Ordering::Relaxed);
+                if raw != 0 {
+                    hd.internal.store(0, Ordering::Relaxed);
+                }
+                e != epoch && hd.count.load(Ordering::SeqCst) > raw
             };
             if root && try_shade(h, epoch) {
                 mark.grey.push(h);

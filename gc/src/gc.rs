@@ -87,9 +87,10 @@ impl<T: Trace + Send + 'static> Gc<T> {
                 },
             );
         }
-        // NEW until `after_publish` (Relaxed: `publish`'s SeqCst RMW releases it with the slot).
+        // NEW until `after_publish`; Release, so a collector that reads NEW (and then shades
+        // and traces the object) sees the value written.
         span.epoch(idx & !heap::FLAGS)
-            .store(heap::NEW_EPOCH, Ordering::Relaxed);
+            .store(heap::NEW_EPOCH, Ordering::Release);
         heap::publish(span, idx);
         crate::collector::after_publish(span, idx & !heap::FLAGS, raw as *const Header);
         let gc = Gc {

@@ -112,6 +112,7 @@ thread_local! {
 fn placements_keep_objects_alive() {
     let _s = serial();
     let (a, ia) = ring(10);
+    #[allow(clippy::useless_vec)] // the placement under test is a Vec
     let v = vec![a];
     let (b, ib) = ring(10);
     let bx = Box::new(b);
@@ -283,5 +284,33 @@ fn gc_mutex_shared_between_threads() {
     for n in s.list.lock().iter() {
         assert!(n.ok());
         assert_eq!(dropped(n.id), 0);
+    }
+}
+
+#[test]
+fn concurrent_allocation_never_shares_a_slot() {
+    let _s = serial();
+    // Threads allocating one fresh type at once: each span has one owner, each slot one object.
+    #[derive(Trace)]
+    struct Tagged(#[gc(skip)] u64, #[gc(skip)] u64);
+    let ths: Vec<_> = (0..4u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let v: Vec<Gc<Tagged>> = (0..50_000).map(|i| Gc::new(Tagged(t, i))).collect();
+                v
+            })
+        })
+        .collect();
+    let all: Vec<Vec<Gc<Tagged>>> = ths.into_iter().map(|t| t.join().unwrap()).collect();
+    collect();
+    let mut seen = std::collections::HashSet::new();
+    for (t, v) in all.iter().enumerate() {
+        for (i, g) in v.iter().enumerate() {
+            assert_eq!((g.0, g.1), (t as u64, i as u64));
+            assert!(
+                seen.insert(&**g as *const Tagged as usize),
+                "two objects share a slot"
+            );
+        }
     }
 }

@@ -129,12 +129,28 @@ pub(crate) fn run(rt: &Runtime) {
                 _ => {}
             }
         }
-        // 5. Timers no M waits for (`timers.rs`, step 4): wake an idle P for a due one.
-        if unwatched_timer(rt).is_some_and(|t| t <= timers::now_nanos())
-            && rt.npidle.load(Ordering::Relaxed) > 0
-        {
-            wakep(rt);
-            acted = true;
+        // 5. Timers no M waits for (`timers.rs`, step 4): wake an idle P for a due one; with
+        // none idle, ask each busy P whose own timers are due to stop at its next preemption
+        // point (an allocation, a channel operation, `preempt_point`) rather than after its
+        // 10 ms slice, so a sleeper on a P kept busy by CPU-bound goroutines wakes on time.
+        if let Some(t) = unwatched_timer(rt) {
+            let nowns = timers::now_nanos();
+            if t <= nowns {
+                if rt.npidle.load(Ordering::Relaxed) > 0 {
+                    wakep(rt);
+                    acted = true;
+                } else {
+                    for p in rt.allp.iter().take(procs).filter_map(|p| p.get()) {
+                        if p.status() == P_RUNNING
+                            && p.timers.next() <= nowns
+                            && !p.preempt.load(Ordering::Relaxed)
+                        {
+                            p.preempt.store(true, Ordering::Relaxed);
+                            acted = true;
+                        }
+                    }
+                }
+            }
         }
         // 6. The netpoller (`netpoll`, rule 3): goroutines wait for I/O and no M has polled
         // for 10 ms (all are busy); poll for them.
