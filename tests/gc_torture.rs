@@ -90,6 +90,17 @@ impl Rng {
     }
 }
 
+/// `GORO_TORTURE_OPS=0,1,7`: only those operations (to narrow down a failure).
+fn allowed_ops() -> Option<&'static Vec<usize>> {
+    static O: std::sync::OnceLock<Option<Vec<usize>>> = std::sync::OnceLock::new();
+    O.get_or_init(|| {
+        std::env::var("GORO_TORTURE_OPS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+    })
+    .as_ref()
+}
+
 fn walk(n: &Gc<TNode>, depth: usize, rng: &mut Rng) {
     n.verify();
     if depth == 0 {
@@ -111,7 +122,13 @@ fn mutator(world: Gc<World>, seed: u64, until: Instant) -> u64 {
     while Instant::now() < until {
         ops += 1;
         let slots = world.slots.len();
-        match rng.below(10) {
+        let mut op = rng.below(10);
+        if let Some(allowed) = allowed_ops() {
+            while !allowed.contains(&op) {
+                op = rng.below(10);
+            }
+        }
+        match op {
             // A list of new nodes.
             0 | 1 => {
                 let mut head = TNode::new(Vec::new());
@@ -226,7 +243,13 @@ fn check_all_freed() {
 #[test]
 fn torture_short() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let only: Option<usize> = std::env::var("GORO_TORTURE_PROCS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for (procs, seed) in [(1, 1), (2, 2), (4, 3), (2, 4)] {
+        if only.is_some_and(|p| p != procs) {
+            continue;
+        }
         run(procs, seed, Duration::from_millis(400));
     }
     check_all_freed();

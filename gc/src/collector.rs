@@ -40,6 +40,12 @@ const DIRTY: u64 = 1 << 9;
 const INFLIGHT: u64 = 1 << 16;
 
 static STATE: AtomicU64 = AtomicU64::new(1);
+/// A barrier shade passed over a nested cell a writer held: this cycle must free nothing.
+static SHADE_SKIPPED: AtomicBool = AtomicBool::new(false);
+/// How long termination waits for cells held by writers before the cycle gives up freeing.
+const CELL_WAIT: Duration = Duration::from_millis(50);
+/// Cycles that freed nothing because a cell stayed held by a writer through termination.
+pub(crate) static ABANDONED: AtomicU64 = AtomicU64::new(0);
 /// Objects shaded by mutators, waiting for the collector.
 static GREY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
@@ -137,6 +143,13 @@ pub(crate) fn trace_cell(word: &AtomicUsize, t: &mut Tracer, f: impl FnOnce(&mut
     let mut cur = word.load(Ordering::Acquire);
     loop {
         if cur & WRITER != 0 {
+            // The tally may pass it over (its pointees then count as external: roots). Marking
+            // and the barrier must come back to it: the owner object is traced again before
+            // termination (`Mode::Mark`), or the cycle frees nothing (`Mode::Shade`).
+            t.skipped = true;
+            if t.mode == Mode::Shade {
+                SHADE_SKIPPED.store(true, Ordering::SeqCst);
+            }
             return;
         }
         match word.compare_exchange_weak(
@@ -390,13 +403,42 @@ fn run_cycle(forced: bool) {
         });
     }
 
-    // D: mark, then T1: terminate.
+    // D: mark, then T1: terminate. Objects whose cells a writer held while they were traced
+    // are traced again (`retry`) until none is left; if a cell stays held for `CELL_WAIT`, the
+    // cycle ends without freeing anything (the next one tries again).
     let mut t1 = Duration::ZERO;
+    let mut retry: Vec<*const Header> = Vec::new();
+    let mut waiting_since: Option<Instant> = None;
+    let mut abandon = false;
     loop {
-        drain(&mut mark);
+        drain(&mut mark, &mut retry);
         let t1s = Instant::now();
         STATE.fetch_and(!DIRTY, Ordering::SeqCst);
-        drain(&mut mark);
+        drain(&mut mark, &mut retry);
+        if !retry.is_empty() {
+            for h in std::mem::take(&mut retry) {
+                mark.skipped = false;
+                // SAFETY: as in `drain`: a shaded object stays allocated until the sweep.
+                unsafe { (Span::of(h).info().trace)(h, &mut mark) };
+                if mark.skipped {
+                    retry.push(h);
+                }
+            }
+            if !retry.is_empty() {
+                let since = *waiting_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < CELL_WAIT {
+                    t1 += t1s.elapsed();
+                    std::thread::yield_now();
+                    continue;
+                }
+                abandon = true;
+            }
+            drain(&mut mark, &mut retry);
+            if !retry.is_empty() && !abandon {
+                t1 += t1s.elapsed();
+                continue;
+            }
+        }
         let s = STATE.load(Ordering::SeqCst);
         if s & DIRTY == 0 && s >> 16 == 0 {
             let done = (s & !MARK) & !DIRTY;
@@ -415,19 +457,31 @@ fn run_cycle(forced: bool) {
     let mark_cpu = stats::thread_cpu().saturating_sub(cpu0);
     let heap_end = stats::heap_alloc();
 
-    // S: sweep.
+    // S: sweep (unless the cycle gave up: then nothing is freed and the objects it did not
+    // mark keep their older epochs, which a later cycle treats as old, or, after a wrap, as
+    // already marked: kept either way).
+    if SHADE_SKIPPED.swap(false, Ordering::SeqCst) {
+        abandon = true;
+    }
+    if abandon {
+        ABANDONED.fetch_add(1, Ordering::Relaxed);
+    }
     let mut dead: Vec<usize> = Vec::new();
     for_each_old(
-        &spans,
+        if abandon { &[] } else { &spans[..] },
         epoch,
         |span, idx, h, _| {
             // SAFETY: an allocated slot's header; nobody holds a handle to a white object (the
             // cycle's invariant), so the only concurrent access is none.
             let hd = unsafe { &*h };
-            hd.count.fetch_add(1, Ordering::Relaxed);
-            // Plain stores: only the collector writes `internal` and dead objects' epochs, and the
-            // batch reaches the finalizer through a channel (happens-before).
-            hd.internal.store(DEAD_BIT, Ordering::Release);
+            // The batch's count and the DEAD flag in one RMW (see `heap::DEAD_BIT`).
+            let old = hd.count.fetch_add(DEAD_BIT | 1, Ordering::AcqRel);
+            debug_assert!(
+                old & DEAD_BIT == 0,
+                "goro-gc: sweeping a dead or freed slot"
+            );
+            // A plain store: only the collector writes dead objects' epochs, and the batch
+            // reaches the finalizer through a channel (happens-before).
             span.epoch(idx).store(DEAD_EPOCH, Ordering::Relaxed);
             dead.push(h as usize);
         },
@@ -480,13 +534,17 @@ fn marked_bytes(spans: &[SpanPtr], epoch: u8) -> usize {
     bytes
 }
 
-fn drain(mark: &mut Tracer) {
+fn drain(mark: &mut Tracer, retry: &mut Vec<*const Header>) {
     loop {
         while let Some(h) = mark.grey.pop() {
             let info = Span::of(h).info();
+            mark.skipped = false;
             // SAFETY: `h` was shaded this cycle, so it is allocated and not DEAD (a DEAD object
             // is never shaded: `try_shade` refuses epoch DEAD), and not freed before the sweep.
             unsafe { (info.trace)(h, mark) };
+            if mark.skipped {
+                retry.push(h);
+            }
         }
         let mut g = GREY.lock().unwrap_or_else(|e| e.into_inner());
         if g.is_empty() {
@@ -571,7 +629,7 @@ fn run_batch(b: Batch) {
     for &h in &b.dead {
         // SAFETY: the batch's count keeps the slot allocated until this decrement.
         let hd = unsafe { &*(h as *const Header) };
-        if hd.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if hd.count.fetch_sub(1, Ordering::AcqRel) == DEAD_BIT | 1 {
             free.push(h);
         }
     }

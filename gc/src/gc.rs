@@ -124,7 +124,7 @@ impl<T: 'static> Gc<T> {
 
     /// Handles to this object, wherever they are (tests and diagnostics).
     pub fn handle_count(this: &Gc<T>) -> usize {
-        this.header().count.load(Ordering::Relaxed) as usize
+        (this.header().count.load(Ordering::Relaxed) & heap::COUNT_MASK) as usize
     }
 
     #[cold]
@@ -154,7 +154,7 @@ impl<T: 'static> Clone for Gc<T> {
     #[inline]
     fn clone(&self) -> Gc<T> {
         let old = self.header().count.fetch_add(1, Ordering::Relaxed);
-        if old > i32::MAX as u32 {
+        if old & heap::COUNT_MASK > (1 << 30) {
             // As `Arc`: a count this high means handles were forgotten in a loop.
             std::process::abort();
         }
@@ -169,11 +169,10 @@ impl<T: 'static> Clone for Gc<T> {
 impl<T: 'static> Drop for Gc<T> {
     #[inline]
     fn drop(&mut self) {
-        if self.header().count.fetch_sub(1, Ordering::Release) == 1 {
+        // Only the drop that takes a DEAD object's count to zero frees it (one RMW decides).
+        if self.header().count.fetch_sub(1, Ordering::Release) == heap::DEAD_BIT | 1 {
             fence(Ordering::Acquire);
-            if self.header().is_dead() {
-                heap::free(self.header_ptr());
-            }
+            heap::free(self.header_ptr());
         }
     }
 }

@@ -47,21 +47,28 @@ pub(crate) const LARGE: usize = 32 * 1024;
 pub(crate) const NEW_EPOCH: u8 = 0;
 /// Epoch byte of an object found dead (set by the sweeper, kept until the slot is reused).
 pub(crate) const DEAD_EPOCH: u8 = 255;
-/// `Header::internal` bit: the object is dead (its value is dropped or being dropped).
+/// `Header::count` bit: the object is dead (its value is dropped or being dropped). It lives in
+/// the count word so that "this drop took a dead object's count to zero" is one atomic fact:
+/// with the flag in another word, a handle dropped just before the sweep flagged its object
+/// (count 1 → 0, then the sweep's +1 and DEAD, then the dropper reads DEAD) freed an object its
+/// finalization batch still held (found by the torture test: a batch dropped a poisoned value).
 pub(crate) const DEAD_BIT: u32 = 1 << 31;
+/// The handle count in `Header::count`.
+pub(crate) const COUNT_MASK: u32 = DEAD_BIT - 1;
 
 /// The 8 bytes in front of every value.
 #[repr(C)]
 pub(crate) struct Header {
-    /// Every `Gc` handle to the object, wherever it is, plus one per finalization batch.
+    /// Every `Gc` handle to the object, wherever it is, plus one per finalization batch (low 31
+    /// bits), and `DEAD_BIT`.
     pub(crate) count: AtomicU32,
-    /// The collector's tally of handles inside managed objects (low 31 bits) and `DEAD_BIT`.
+    /// The collector's tally of handles inside managed objects (written by the collector only).
     pub(crate) internal: AtomicU32,
 }
 
 impl Header {
     pub(crate) fn is_dead(&self) -> bool {
-        self.internal.load(Ordering::Acquire) & DEAD_BIT != 0
+        self.count.load(Ordering::Acquire) & DEAD_BIT != 0
     }
 }
 
@@ -452,7 +459,15 @@ fn refill(info: &'static TypeInfo) -> (SpanPtr, usize) {
 /// written. The SeqCst RMW is the publication point (see the collector's mark start).
 pub(crate) fn publish(s: &Span, idx: usize) {
     let (idx, unowned) = (idx & !FLAGS, idx & UNOWNED != 0);
-    s.bitmap()[idx / 64].fetch_or(1 << (idx % 64), Ordering::SeqCst);
+    let old = s.bitmap()[idx / 64].fetch_or(1 << (idx % 64), Ordering::SeqCst);
+    assert!(
+        old & (1 << (idx % 64)) == 0,
+        "goro-gc: slot {idx} claimed twice"
+    );
+    debug_assert!(
+        s.owner.load(Ordering::Relaxed),
+        "goro-gc: publish into an unowned span"
+    );
     if unowned {
         give_back(SpanPtr(NonNull::from(s)));
     }
@@ -462,6 +477,11 @@ pub(crate) fn publish(s: &Span, idx: usize) {
 pub(crate) fn free(h: *const Header) {
     let s = Span::of(h);
     let idx = s.index_of(h);
+    debug_assert_eq!(
+        s.epoch(idx).load(Ordering::Relaxed),
+        DEAD_EPOCH,
+        "goro-gc: free of a live slot"
+    );
     let stride = s.stride();
     if cfg!(debug_assertions) {
         // Poison: a use after free reads 0xdb, and `Header::count` 0xdbdbdbdb trips asserts.
@@ -489,6 +509,15 @@ pub(crate) fn free_batch(hs: &[usize]) {
         let s = Span::of(h);
         let idx = s.index_of(h);
         let stride = s.stride();
+        debug_assert_eq!(
+            s.epoch(idx).load(Ordering::Relaxed),
+            DEAD_EPOCH,
+            "goro-gc: free of a live slot"
+        );
+        debug_assert!(
+            s.bitmap()[idx / 64].load(Ordering::Relaxed) & (1 << (idx % 64)) != 0,
+            "goro-gc: double free"
+        );
         if cfg!(debug_assertions) {
             // SAFETY: as in `free`: the slot is ours until its bit is cleared.
             unsafe { ptr::write_bytes(h as *mut u8, 0xdb, stride) };

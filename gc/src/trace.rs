@@ -44,6 +44,8 @@ pub struct Tracer {
     pub(crate) epoch: u8,
     /// Objects this tracer shaded, to be traced in turn.
     pub(crate) grey: Vec<*const Header>,
+    /// Set when a cell held by a writer was passed over (see `collector::trace_cell`).
+    pub(crate) skipped: bool,
 }
 
 impl Tracer {
@@ -52,6 +54,7 @@ impl Tracer {
             mode,
             epoch,
             grey: Vec::new(),
+            skipped: false,
         }
     }
 
@@ -59,6 +62,15 @@ impl Tracer {
     pub(crate) fn edge(&mut self, h: *const Header) {
         match self.mode {
             Mode::Tally => {
+                // Only edges into objects step C will judge (old ones, in the cycle's span
+                // snapshot) count: a black object may sit in a span created after the snapshot,
+                // where step C never resets its tally, and a stale tally would later hide an
+                // external handle (the torture test found an object freed under one).
+                let span = crate::heap::Span::of(h);
+                let e = span.epoch(span.index_of(h)).load(Ordering::SeqCst);
+                if e == self.epoch || e == crate::heap::NEW_EPOCH || e == crate::heap::DEAD_EPOCH {
+                    return;
+                }
                 // SAFETY: `h` comes from a live handle inside an object being traced, so the
                 // object it names is allocated (its count includes that handle).
                 let hd = unsafe { &*h };

@@ -314,3 +314,26 @@ fn concurrent_allocation_never_shares_a_slot() {
         }
     }
 }
+
+#[test]
+fn epochs_wrap_without_losing_objects() {
+    let _s = serial();
+    // More cycles than there are epochs (250), with live objects of every age.
+    let (h, ids) = ring(50);
+    let mut extra = Vec::new();
+    for i in 0..600 {
+        if i % 7 == 0 {
+            extra.push(ring(3));
+        }
+        if i % 11 == 0 && !extra.is_empty() {
+            extra.remove(0);
+        }
+        collect();
+    }
+    walk(&h, 100);
+    assert!(alive(&ids));
+    for (x, xi) in &extra {
+        walk(x, 6);
+        assert!(alive(xi));
+    }
+}
