@@ -8,8 +8,9 @@
 //!              (a cell held by a writer is skipped: its pointees look external)
 //!  C   roots   every such object with count > internal is shaded; internal := 0
 //!  D   mark    pop grey, trace, shade pointees (epoch byte CAS old → E); mutators' shades
-//!              arrive on the shared queue
-//!  T1  term    clear DIRTY, drain, CAS (MARK, 0 in flight, !DIRTY) → SWEEP; retry on failure
+//!              arrive on the shared queue; an object with a cell a writer holds is revisited
+//!  T1  term    clear DIRTY, drain, revisit, CAS (MARK, 0 in flight, !DIRTY) → SWEEP; retry
+//!              on failure; a cell still held after 50 ms: the cycle ends without a sweep
 //!  S   sweep   every allocated object with epoch ∉ {E, DEAD}: count += 1, DEAD; the batch goes
 //!              to the finalizer thread, which drops values, then the batch's counts; whoever
 //!              takes a DEAD object's count to zero frees its slot
@@ -138,7 +139,8 @@ pub(crate) const MARKER_MASK: usize = 0xfe;
 pub(crate) const READER_ONE: usize = 0x100;
 
 /// Traces a cell's contents for the collector (or a nested cell for the barrier), unless a
-/// writer holds it: then it is skipped, which is sound (DESIGN.md, "Cells and the marker").
+/// writer holds it: then the tracer is told (`skipped`), and what happens next depends on the
+/// mode (DESIGN.md, "Cells and the marker").
 pub(crate) fn trace_cell(word: &AtomicUsize, t: &mut Tracer, f: impl FnOnce(&mut Tracer)) {
     let mut cur = word.load(Ordering::Acquire);
     loop {
