@@ -467,6 +467,11 @@ fn main() {
         .position(|a| a == "--secs")
         .and_then(|i| args.get(i + 1))
         .map(|v| v.parse::<f64>().expect("--secs takes a number"));
+    let ballast = args
+        .iter()
+        .position(|a| a == "--ballast-mib")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse::<usize>().expect("--ballast-mib takes a number"));
     if workload == "fanout" {
         // Two runtimes in turn (one and two processors), so not inside `goro::run`.
         return fanout(n.unwrap_or(1_000_000));
@@ -488,7 +493,7 @@ fn main() {
         "chan_buffered" => chan_buffered(n.unwrap_or(1_000_000)),
         "sleep" => sleep(n.unwrap_or(1_000_000)),
         "mutex" => mutex(n.unwrap_or(1_000_000)),
-        "gc_latency" => gc_workloads::gc_latency(secs.unwrap_or(5.0)),
+        "gc_latency" => gc_workloads::gc_latency(secs.unwrap_or(5.0), ballast.unwrap_or(0)),
         "gc_trees" => gc_workloads::gc_trees(),
         "gc_parent_trees" => gc_workloads::gc_parent_trees(),
         "gc_list" => gc_workloads::gc_list(),

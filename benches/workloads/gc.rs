@@ -63,7 +63,12 @@ struct LatObj {
     b: i64,
 }
 
-pub fn gc_latency(secs: f64) {
+/// `ballast_mib`: that much ordinary Rust heap (`Vec<u8>`, written once, holding no `Gc`) is
+/// kept for the whole run (the "1 GiB of plain Rust heap" variant: the collector must
+/// not pay for memory it does not manage).
+pub fn gc_latency(secs: f64, ballast_mib: usize) {
+    let ballast: Vec<u8> = vec![1u8; ballast_mib << 20];
+    std::hint::black_box(&ballast);
     let tree = lat_tree(20);
     let ms0 = gc::mem_stats();
     let dur = Duration::from_secs_f64(secs);
@@ -131,9 +136,11 @@ pub fn gc_latency(secs: f64) {
         .map(|i| ms1.pause_ns[(i + 255) % 256] as f64 / 1e3)
         .collect();
     eprintln!(
-        "compare_goro: gc_latency cycles {cycles} sleeps {} elapsed_s {:.2}",
+        "compare_goro: gc_latency cycles {cycles} sleeps {} elapsed_s {:.2} heap_sys_mb {} heap_alloc_mb {}",
         late.len(),
-        el.as_secs_f64()
+        el.as_secs_f64(),
+        ms1.heap_sys >> 20,
+        ms1.heap_alloc >> 20,
     );
     gc_row(
         "gc_latency",

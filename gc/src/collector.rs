@@ -469,6 +469,7 @@ fn run_cycle(forced: bool) {
         ABANDONED.fetch_add(1, Ordering::Relaxed);
     }
     let mut dead: Vec<usize> = Vec::new();
+    let mut dead_bytes = 0usize;
     for_each_old(
         if abandon { &[] } else { &spans[..] },
         epoch,
@@ -485,6 +486,7 @@ fn run_cycle(forced: bool) {
             // A plain store: only the collector writes dead objects' epochs, and the batch
             // reaches the finalizer through a channel (happens-before).
             span.epoch(idx).store(DEAD_EPOCH, Ordering::Relaxed);
+            dead_bytes += span.stride();
             dead.push(h as usize);
         },
         |_, _, _| {},
@@ -512,7 +514,7 @@ fn run_cycle(forced: bool) {
         c.swept = n;
         CTL_CV.notify_all();
     }
-    finalize_later(n, dead);
+    finalize_later(n, dead, dead_bytes);
 }
 
 /// Resident stack bytes are costly to count (mincore over every slot); a goroutine idles at
@@ -580,39 +582,132 @@ fn for_each_old(
 
 // ---- finalization --------------------------------------------------------------------------
 
-struct Batch {
-    n: u64,
-    dead: Vec<usize>,
+/// Finalization work: the dead objects of the cycles swept so far, in chunks that the
+/// finalizer threads (one per CPU, at most 4) take in turn. Chunks are independent: an object
+/// whose `Drop` another chunk is still running holds handles, so what they name is not freed
+/// (its count stays above the batch's one), and a `Drop` that reaches into its dead cycle
+/// reads allocated memory and panics on the DEAD flag.
+struct FinQueue {
+    chunks: std::collections::VecDeque<(u64, Vec<usize>)>,
+    /// Chunks not yet finished, per cycle.
+    outstanding: std::collections::BTreeMap<u64, usize>,
+    /// The last cycle whose batch was queued.
+    queued: u64,
 }
 
-static FINALIZER: OnceLock<std::sync::mpsc::Sender<Batch>> = OnceLock::new();
+static FINQ: Mutex<FinQueue> = Mutex::new(FinQueue {
+    chunks: std::collections::VecDeque::new(),
+    outstanding: std::collections::BTreeMap::new(),
+    queued: 0,
+});
+static FINQ_CV: Condvar = Condvar::new();
+/// Signalled after every finished chunk (allocation throttling waits on it).
+static FIN_DONE: Condvar = Condvar::new();
+static FIN_THREADS: OnceLock<()> = OnceLock::new();
+/// Times an allocation waited for marking to finish (`throttle`).
+pub(crate) static ASSIST_WAITS: AtomicU64 = AtomicU64::new(0);
+/// Bytes of dead objects queued and not yet finalized.
+pub(crate) static PENDING_BYTES: AtomicUsize = AtomicUsize::new(0);
+const CHUNK: usize = 2048;
 /// A `Drop` of a collected object panicked at least once (tests read it).
 pub(crate) static DROP_PANICKED: AtomicBool = AtomicBool::new(false);
 
-fn finalize_later(n: u64, dead: Vec<usize>) {
-    let tx = FINALIZER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Batch>();
-        std::thread::Builder::new()
-            .name("goro-gc-finalizer".into())
-            .spawn(move || {
-                ON_FINALIZER.with(|f| f.set(true));
-                for b in rx {
-                    run_batch(b);
-                }
-            })
-            .expect("goro: cannot start the finalizer thread");
-        tx
+fn finq() -> std::sync::MutexGuard<'static, FinQueue> {
+    FINQ.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn finalize_later(n: u64, dead: Vec<usize>, bytes: usize) {
+    FIN_THREADS.get_or_init(|| {
+        let k = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4);
+        for i in 0..k {
+            std::thread::Builder::new()
+                .name(format!("goro-gc-finalizer-{i}"))
+                .spawn(finalizer_main)
+                .expect("goro: cannot start a finalizer thread");
+        }
     });
-    if tx.send(Batch { n, dead }).is_err() {
-        unreachable!("the finalizer thread never exits");
+    PENDING_BYTES.fetch_add(bytes, Ordering::Relaxed);
+    let mut q = finq();
+    q.queued = n;
+    let mut chunks = 0;
+    let mut rest = dead;
+    // From the end: each split copies one chunk, not the remainder.
+    while rest.len() > CHUNK {
+        let tail = rest.split_off(rest.len() - CHUNK);
+        q.chunks.push_back((n, tail));
+        chunks += 1;
+    }
+    if !rest.is_empty() {
+        q.chunks.push_back((n, rest));
+        chunks += 1;
+    }
+    if chunks > 0 {
+        q.outstanding.insert(n, chunks);
+    }
+    let done = finalized_upto(&q);
+    drop(q);
+    FINQ_CV.notify_all();
+    mark_finalized(done);
+}
+
+/// Every cycle up to the returned one has had all its `Drop`s run.
+fn finalized_upto(q: &FinQueue) -> u64 {
+    match q.outstanding.keys().next() {
+        Some(&k) => k - 1,
+        None => q.queued,
     }
 }
 
-fn run_batch(b: Batch) {
+fn mark_finalized(done: u64) {
+    let mut c = ctl();
+    if done > c.finalized {
+        c.finalized = done;
+        CTL_CV.notify_all();
+    }
+}
+
+fn finalizer_main() {
+    ON_FINALIZER.with(|f| f.set(true));
+    loop {
+        let (n, chunk) = {
+            let mut q = finq();
+            loop {
+                if let Some(c) = q.chunks.pop_front() {
+                    break c;
+                }
+                q = FINQ_CV.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let bytes = run_chunk(&chunk);
+        PENDING_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+        let done = {
+            let mut q = finq();
+            if let Some(left) = q.outstanding.get_mut(&n) {
+                *left -= 1;
+                if *left == 0 {
+                    q.outstanding.remove(&n);
+                }
+            }
+            finalized_upto(&q)
+        };
+        FIN_DONE.notify_all();
+        mark_finalized(done);
+    }
+}
+
+/// Drops the values of one chunk of dead objects, then releases the batch's count on each;
+/// returns the chunk's bytes.
+fn run_chunk(dead: &[usize]) -> usize {
     let cpu0 = stats::thread_cpu();
-    for &h in &b.dead {
+    let mut bytes = 0;
+    for &h in dead {
         let h = h as *mut Header;
-        let info = Span::of(h).info();
+        let span = Span::of(h);
+        let info = span.info();
+        bytes += span.stride();
         // SAFETY: the object is DEAD (flagged by the sweep, never shaded or traced again), its
         // value is initialised and this is the only drop of it: the batch holds one count, so
         // the slot is not freed under us, and a DEAD object is never dropped twice (the sweep
@@ -627,8 +722,8 @@ fn run_batch(b: Batch) {
             );
         }
     }
-    let mut free = Vec::with_capacity(b.dead.len());
-    for &h in &b.dead {
+    let mut free = Vec::with_capacity(dead.len());
+    for &h in dead {
         // SAFETY: the batch's count keeps the slot allocated until this decrement.
         let hd = unsafe { &*(h as *const Header) };
         if hd.count.fetch_sub(1, Ordering::AcqRel) == DEAD_BIT | 1 {
@@ -637,7 +732,54 @@ fn run_batch(b: Batch) {
     }
     heap::free_batch(&free);
     stats::add_gc_cpu(stats::thread_cpu().saturating_sub(cpu0));
-    let mut c = ctl();
-    c.finalized = c.finalized.max(b.n);
-    CTL_CV.notify_all();
+    bytes
+}
+
+/// Allocation's back-pressure on finalization: while more dead bytes wait for their `Drop`s
+/// than the heap goal, an allocating thread waits (at most 10 ms per call, so a `Drop` that
+/// needs a lock the allocator holds delays it, never deadlocks it) for the finalizers.
+pub(crate) fn throttle() {
+    if ON_FINALIZER.with(|f| f.get()) {
+        return;
+    }
+    let goal = crate::pacer::goal();
+    if marking() && goal != usize::MAX && stats::heap_alloc() > goal {
+        // Marking has not finished by the goal: the allocator gives the collector its CPU
+        // until the cycle ends (bounded, as above). Go's assists do mark work instead; here
+        // one thread marks, so the allocator waits for it (see DESIGN.md).
+        let n = ctl().started;
+        goro_runtime::blocking(|| {
+            let deadline = Instant::now() + Duration::from_millis(10);
+            let mut c = ctl();
+            while c.swept < n && marking() {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                c = CTL_CV
+                    .wait_timeout(c, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        });
+        ASSIST_WAITS.fetch_add(1, Ordering::Relaxed);
+    }
+    let limit = goal.max(8 << 20);
+    if PENDING_BYTES.load(Ordering::Relaxed) <= limit {
+        return;
+    }
+    goro_runtime::blocking(|| {
+        let deadline = Instant::now() + Duration::from_millis(10);
+        let mut q = finq();
+        while PENDING_BYTES.load(Ordering::Relaxed) > limit {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            q = FIN_DONE
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    });
 }

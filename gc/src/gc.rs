@@ -98,6 +98,7 @@ impl<T: Trace + Send + 'static> Gc<T> {
             _owns: PhantomData,
         };
         if idx & heap::REFILLED != 0 {
+            crate::collector::throttle();
             // Allocation is a safepoint: now and then, let sysmon's preemption request in (an
             // allocating loop would otherwise keep its P from timers and other goroutines).
             goro_runtime::preempt_point();

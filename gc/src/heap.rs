@@ -103,6 +103,13 @@ pub(crate) struct Span {
     owner: AtomicBool,
     /// Bitmap word where the owner resumes its scan.
     cursor: AtomicUsize,
+    /// In its type's `partial` list (set by whoever pushes it, cleared by whoever pops it).
+    listed: AtomicBool,
+    /// Frees in progress (between clearing their bit and listing the span): `release_empty`
+    /// must not take a span a free is still touching.
+    freeing: AtomicUsize,
+    /// Its type's heap, for frees that must list it.
+    heap: &'static TypeHeap,
 }
 
 /// Where the parts of a span go for one type.
@@ -229,7 +236,16 @@ pub(crate) struct TypeHeap {
     info: &'static TypeInfo,
     geo: Geometry,
     spans: Mutex<Vec<SpanPtr>>,
+    /// Unowned spans that may have free slots (pushed by `give_back` and by frees in an
+    /// unowned span; duplicates and full ones are skipped when popped): a refill takes one in
+    /// O(1) instead of scanning every span of the type.
+    partial: Mutex<Vec<SpanPtr>>,
 }
+
+/// Empty 64 KiB spans kept for reuse (their slots are not zeroed again, only the side tables),
+/// at most `POOL_MAX`; beyond that they go back to the allocator.
+static POOL: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+const POOL_MAX: usize = 256;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SpanPtr(pub(crate) NonNull<Span>);
@@ -270,6 +286,7 @@ fn type_heap(info: &'static TypeInfo) -> &'static TypeHeap {
         info,
         geo: geometry(info),
         spans: Mutex::new(Vec::new()),
+        partial: Mutex::new(Vec::new()),
     }));
     r.by_type.insert(key, h);
     r.all.push(h);
@@ -280,11 +297,25 @@ fn type_heap(info: &'static TypeInfo) -> &'static TypeHeap {
 pub(crate) static SPAN_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 impl TypeHeap {
-    fn new_span(&self) -> SpanPtr {
+    fn new_span(&'static self) -> SpanPtr {
         let g = &self.geo;
         let layout = Layout::from_size_align(g.bytes, SPAN).expect("span layout");
-        // SAFETY: the layout has a non-zero size.
-        let base = unsafe { alloc_zeroed(layout) };
+        let pooled = if g.bytes == SPAN {
+            POOL.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        } else {
+            None
+        };
+        let base = match pooled {
+            Some(b) => {
+                // SAFETY: a pooled span is an unused SPAN-byte allocation nobody references; its
+                // header and side tables (below `first`) are zeroed here, its slots need not be
+                // (every slot is written before its bit is set).
+                unsafe { ptr::write_bytes(b as *mut u8, 0, g.first) };
+                b as *mut u8
+            }
+            // SAFETY: the layout has a non-zero size.
+            None => unsafe { alloc_zeroed(layout) },
+        };
         let Some(base) = NonNull::new(base) else {
             std::alloc::handle_alloc_error(layout)
         };
@@ -305,6 +336,9 @@ impl TypeHeap {
                     // `take_span` returns it, so another thread must not claim it meanwhile.
                     owner: AtomicBool::new(true),
                     cursor: AtomicUsize::new(0),
+                    listed: AtomicBool::new(false),
+                    freeing: AtomicUsize::new(0),
+                    heap: self,
                 },
             );
         }
@@ -322,19 +356,26 @@ impl TypeHeap {
     }
 
     /// A span with free slots, owned by the caller from now on.
-    fn take_span(&self) -> SpanPtr {
-        {
-            let spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
-            for p in spans.iter().rev() {
-                let s = p.get();
-                if s.used() < s.nslots
-                    && s.owner
-                        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    s.cursor.store(0, Ordering::Relaxed);
-                    return *p;
-                }
+    fn take_span(&'static self) -> SpanPtr {
+        loop {
+            let p = self.partial.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(p) = p else { break };
+            let s = p.get();
+            s.listed.store(false, Ordering::SeqCst);
+            if s.owner
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue; // a duplicate entry of a span someone owns now
+            }
+            if s.used() < s.nslots {
+                s.cursor.store(0, Ordering::Relaxed);
+                return p;
+            }
+            // Full: unowned again, and listed by the next free in it.
+            s.owner.store(false, Ordering::SeqCst);
+            if s.used() < s.nslots {
+                list(p);
             }
         }
         self.new_span()
@@ -344,7 +385,24 @@ impl TypeHeap {
 /// Hands a span back: another thread (or this one, later) may own it.
 fn give_back(p: SpanPtr) {
     let s = p.get();
-    s.owner.store(false, Ordering::Release);
+    s.owner.store(false, Ordering::SeqCst);
+    list(p);
+}
+
+/// Puts an unowned span on its type's partial list unless it is there already. Called after
+/// a free in it (SeqCst after the bit is cleared) and when its owner gives it back: whichever
+/// of "owner cleared" and "slot freed" comes last sees the other, so a span with a free slot
+/// never stays unlisted and unowned.
+fn list(p: SpanPtr) {
+    let s = p.get();
+    if s.owner.load(Ordering::SeqCst) || s.listed.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    s.heap
+        .partial
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(p);
 }
 
 const CACHE_WAYS: usize = 32;
@@ -490,7 +548,17 @@ pub(crate) fn free(h: *const Header) {
         unsafe { ptr::write_bytes(h as *mut u8, 0xdb, stride) };
     }
     crate::stats::on_free(stride);
-    s.bitmap()[idx / 64].fetch_and(!(1 << (idx % 64)), Ordering::Release);
+    clear_bits(s, idx / 64, 1 << (idx % 64));
+}
+
+/// Clears freed slots' bits and lists the span, pinned against `release_empty` meanwhile: the
+/// pin is taken while the slots are still allocated (so the span cannot be released before
+/// it), and a release that sees the bits clear sees the pin too (SeqCst).
+fn clear_bits(s: &Span, word: usize, mask: u64) {
+    s.freeing.fetch_add(1, Ordering::SeqCst);
+    s.bitmap()[word].fetch_and(!mask, Ordering::SeqCst);
+    list(SpanPtr(NonNull::from(s)));
+    s.freeing.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Frees the slots of a finalization batch whose values were dropped and whose counts reached
@@ -501,7 +569,7 @@ pub(crate) fn free_batch(hs: &[usize]) {
     let mut pending: Option<(&'static Span, usize, u64)> = None;
     let flush = |p: Option<(&'static Span, usize, u64)>| {
         if let Some((s, w, mask)) = p {
-            s.bitmap()[w].fetch_and(!mask, Ordering::Release);
+            clear_bits(s, w, mask);
         }
     };
     for &h in hs {
@@ -559,6 +627,8 @@ pub(crate) fn release_empty() {
     let r = registry().lock().unwrap_or_else(|e| e.into_inner());
     for h in &r.all {
         let mut spans = h.spans.lock().unwrap_or_else(|e| e.into_inner());
+        let mut partial = h.partial.lock().unwrap_or_else(|e| e.into_inner());
+        let mut released = Vec::new();
         spans.retain(|p| {
             let s = p.get();
             if s.used() != 0
@@ -568,19 +638,32 @@ pub(crate) fn release_empty() {
             {
                 return true;
             }
-            if s.used() != 0 {
+            if s.used() != 0 || s.freeing.load(Ordering::SeqCst) != 0 {
                 s.owner.store(false, Ordering::Release);
                 return true;
             }
-            let bytes = s.bytes;
-            SPAN_BYTES.fetch_sub(bytes, Ordering::Relaxed);
-            let layout = Layout::from_size_align(bytes, SPAN).expect("span layout");
-            // SAFETY: the span is empty (no slot, so no handle or object points into it), owned
-            // by us (no cache can claim from it) and about to leave the registry (no snapshot
-            // outlives this call: the collector, the only holder, is the caller).
-            unsafe { dealloc(p.0.as_ptr() as *mut u8, layout) };
+            released.push(*p);
             false
         });
+        // Out of the partial list too (the lock is held: nobody pops a released span).
+        partial.retain(|p| !released.contains(p));
+        drop(partial);
+        drop(spans);
+        for p in released {
+            let bytes = p.get().bytes;
+            SPAN_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            if bytes == SPAN && pool.len() < POOL_MAX {
+                pool.push(p.0.as_ptr() as usize);
+                continue;
+            }
+            drop(pool);
+            let layout = Layout::from_size_align(bytes, SPAN).expect("span layout");
+            // SAFETY: the span is empty (no slot, so no handle or object points into it), owned
+            // by us (no cache can claim from it), out of the registry and the partial list (no
+            // snapshot outlives this call: the collector, the only holder, is the caller).
+            unsafe { dealloc(p.0.as_ptr() as *mut u8, layout) };
+        }
     }
 }
 
