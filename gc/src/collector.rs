@@ -68,6 +68,7 @@ pub(crate) fn marking() -> bool {
 
 /// Colours the object at `h` grey for cycle `epoch` unless it is black already or dead.
 /// Returns whether this call shaded it (and so must queue it).
+#[inline]
 pub(crate) fn try_shade(h: *const Header, epoch: u8) -> bool {
     let span = Span::of(h);
     let e = span.epoch(span.index_of(h));
@@ -373,10 +374,12 @@ fn run_cycle(forced: bool) {
     );
 
     // C: roots. Every allocated object's tally is reset here, not only the old ones': the
-    // tally also counts edges into objects that are black, NEW or DEAD, and a stale count
-    // would make a later cycle see fewer external handles than exist.
+    // tally also counts edges into black objects (some in spans created after the snapshot:
+    // hence a fresh span list here, a superset of the tallied one), and a stale count would
+    // make a later cycle see fewer external handles than exist (the torture test found an
+    // object collected under a live handle that way).
     let mut mark = Tracer::new(Mode::Mark, epoch);
-    for p in &spans {
+    for p in &heap::snapshot() {
         let s = p.get();
         s.for_each_allocated(|idx| {
             let h = s.slot(idx);

@@ -59,22 +59,16 @@ impl Tracer {
     }
 
     /// One handle to the object whose header is at `h`.
+    #[inline]
     pub(crate) fn edge(&mut self, h: *const Header) {
         match self.mode {
             Mode::Tally => {
-                // Only edges into objects step C will judge (old ones, in the cycle's span
-                // snapshot) count: a black object may sit in a span created after the snapshot,
-                // where step C never resets its tally, and a stale tally would later hide an
-                // external handle (the torture test found an object freed under one).
-                let span = crate::heap::Span::of(h);
-                let e = span.epoch(span.index_of(h)).load(Ordering::SeqCst);
-                if e == self.epoch || e == crate::heap::NEW_EPOCH || e == crate::heap::DEAD_EPOCH {
-                    return;
-                }
                 // SAFETY: `h` comes from a live handle inside an object being traced, so the
                 // object it names is allocated (its count includes that handle).
                 let hd = unsafe { &*h };
-                // Only the collector thread writes `internal` (no RMW needed).
+                // Only the collector thread writes `internal` (no RMW needed). Edges into
+                // objects step C does not judge (black, DEAD) are counted too; C resets every
+                // object's tally over a span list taken after this pass, so none goes stale.
                 hd.internal
                     .store(hd.internal.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             }
