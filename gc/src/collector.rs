@@ -494,7 +494,11 @@ fn run_cycle(forced: bool) {
         },
         |_, _, _| {},
     );
-    let marked = marked_bytes(&spans, epoch);
+    // The pacer's live heap: bytes this cycle traced (what was reachable at its start, plus
+    // the few objects shaded while new). Objects allocated black during the cycle are not in
+    // it: counting them made the goal grow with every long cycle (the latency bench's goal
+    // ran away from a 33 MB live heap to 300 MB); those that survive count in the next one.
+    let marked = MARKED_BYTES.swap(0, Ordering::Relaxed);
     let stacks = stacks_estimate();
     let report = CycleReport {
         n,
@@ -527,24 +531,12 @@ pub(crate) fn stacks_estimate() -> usize {
     (slots * 8192).min(bytes)
 }
 
-/// Bytes of the objects this cycle found live (or allocated black) in `spans`.
-fn marked_bytes(spans: &[SpanPtr], epoch: u8) -> usize {
-    let mut bytes = 0;
-    for p in spans {
-        let s = p.get();
-        s.for_each_allocated(|idx| {
-            if s.epoch(idx).load(Ordering::Relaxed) == epoch {
-                bytes += s.stride();
-            }
-        });
-    }
-    bytes
-}
-
 fn drain(mark: &mut Tracer, retry: &mut Vec<*const Header>) {
     loop {
         while let Some(h) = mark.grey.pop() {
-            let info = Span::of(h).info();
+            let span = Span::of(h);
+            let info = span.info();
+            MARKED_BYTES.fetch_add(span.stride(), Ordering::Relaxed);
             mark.skipped = false;
             // SAFETY: `h` was shaded this cycle, so it is allocated and not DEAD (a DEAD object
             // is never shaded: `try_shade` refuses epoch DEAD), and not freed before the sweep.
@@ -607,6 +599,8 @@ static FINQ_CV: Condvar = Condvar::new();
 /// Signalled after every finished chunk (allocation throttling waits on it).
 static FIN_DONE: Condvar = Condvar::new();
 static FIN_THREADS: OnceLock<()> = OnceLock::new();
+/// Bytes traced by this cycle's marking (`drain`).
+static MARKED_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// Times an allocation waited for marking to finish (`throttle`).
 pub(crate) static ASSIST_WAITS: AtomicU64 = AtomicU64::new(0);
 /// Bytes of dead objects queued and not yet finalized.
@@ -746,43 +740,23 @@ pub(crate) fn throttle() {
         return;
     }
     let goal = crate::pacer::goal();
-    if marking() && goal != usize::MAX && stats::heap_alloc() > goal {
-        // Marking has not finished by the goal: the allocator gives the collector its CPU
-        // until the cycle ends (bounded, as above). Go's assists do mark work instead; here
-        // one thread marks, so the allocator waits for it (see DESIGN.md).
-        let n = ctl().started;
-        goro_runtime::blocking(|| {
-            let deadline = Instant::now() + Duration::from_millis(10);
-            let mut c = ctl();
-            while c.swept < n && marking() {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                c = CTL_CV
-                    .wait_timeout(c, deadline - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-        });
-        ASSIST_WAITS.fetch_add(1, Ordering::Relaxed);
-    }
-    let limit = goal.max(8 << 20);
-    if PENDING_BYTES.load(Ordering::Relaxed) <= limit {
+    if goal == usize::MAX {
         return;
     }
-    goro_runtime::blocking(|| {
-        let deadline = Instant::now() + Duration::from_millis(10);
-        let mut q = finq();
-        while PENDING_BYTES.load(Ordering::Relaxed) > limit {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            q = FIN_DONE
-                .wait_timeout(q, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    });
+    // Marking has not finished by the goal, or more dead bytes wait for their `Drop`s than the
+    // goal: the allocator gives the collector its CPU. It sleeps in short steps (a goroutine
+    // parks, so the others on its thread run meanwhile), 10 ms at most per call. Go's assists
+    // do mark work instead; here one thread marks, so the allocator waits (see DESIGN.md).
+    let behind = || {
+        (marking() && stats::heap_alloc() > goal)
+            || PENDING_BYTES.load(Ordering::Relaxed) > goal.max(8 << 20)
+    };
+    if !behind() {
+        return;
+    }
+    ASSIST_WAITS.fetch_add(1, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_millis(10);
+    while behind() && Instant::now() < deadline {
+        goro_runtime::time::sleep(Duration::from_micros(200));
+    }
 }
