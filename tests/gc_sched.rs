@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use goro::gc::{self, Gc, GcMutex, Trace};
 
 static DROPS: AtomicUsize = AtomicUsize::new(0);
+/// The tests count drops: one at a time, each collecting its garbage before it ends.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[derive(Trace)]
 struct Obj {
@@ -43,6 +45,8 @@ fn check(o: &Gc<Obj>, v: u64) {
 
 #[test]
 fn collections_across_every_goroutine_state() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let before = DROPS.load(Ordering::Relaxed) as u64;
     let made = goro::Builder::new().max_procs(2).run(|| {
         let n = 2_000u64;
         // Not yet run: spawned in a burst (some are stolen by the other P before they start).
@@ -89,7 +93,40 @@ fn collections_across_every_goroutine_state() {
     });
     gc::collect();
     gc::collect();
-    // The only test in this binary: every object it made is dropped exactly once by now.
-    let freed = DROPS.load(Ordering::Relaxed) as u64;
+    // Every object it made is dropped exactly once by now.
+    let freed = DROPS.load(Ordering::Relaxed) as u64 - before;
     assert_eq!(freed, made, "{freed} of {made} objects freed");
+}
+
+#[test]
+fn objects_outlive_a_runtime_and_its_restart() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Made inside one runtime, collected with no runtime running, used inside the next one.
+    let kept = goro::Builder::new().max_procs(2).run(|| {
+        let hs: Vec<_> = (0..100u64)
+            .map(|i| goro::spawn(move || obj(i * 10)))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    gc::collect();
+    gc::collect();
+    let sum = goro::Builder::new().max_procs(2).run(move || {
+        let hs: Vec<_> = kept
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                goro::spawn(move || {
+                    gc::collect();
+                    check(&o, i as u64 * 10);
+                    o.v
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+    });
+    assert_eq!(sum, (0..100u64).map(|i| i * 10).sum::<u64>());
+    gc::collect();
+    gc::collect();
 }
