@@ -1,12 +1,13 @@
 //! `GcCell` and `GcMutex`: the only interior mutability through which a `Gc` can be put into
 //! (or taken out of) a managed object after it is built, so the write barrier lives here.
 //!
-//! Both keep a borrow word the collector can see (`collector::WRITER`, marker readers, user
-//! readers): the collector reads a cell's contents as a reader holding a marker slot, and
-//! skips a cell a writer holds (sound: DESIGN.md, "Cells and the marker"). While a cycle is
-//! marking, taking the writer side shades the current pointees (Yuasa deletion) and releasing
-//! it shades the pointees it leaves (Dijkstra insertion), every time: outside a cycle each end
-//! costs one load and a predictable branch.
+//! Both are a `Slot`: a value and a borrow word the collector can see (`collector::WRITER`,
+//! marker readers, user readers). The collector reads a slot's contents as a reader holding a
+//! marker slot, and comes back later to one a writer holds (DESIGN.md, "Cells and the
+//! marker"). The writer side is a `Writer`, the one place the barrier lives: while a cycle is
+//! marking, taking it shades the current pointees (Yuasa deletion) and dropping it shades the
+//! pointees it leaves (Dijkstra insertion), every time; outside a cycle each end costs one load
+//! and a predictable branch.
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -35,16 +36,83 @@ impl fmt::Display for BorrowMutError {
 impl std::error::Error for BorrowError {}
 impl std::error::Error for BorrowMutError {}
 
-/// Takes the writer side of `word` if no user holds it; waits out collector readers (they hold
-/// it for one cell's trace). `Err` if a user borrow holds it.
-#[inline]
-fn acquire_writer(word: &AtomicUsize) -> Result<(), BorrowMutError> {
-    loop {
-        match word.compare_exchange_weak(0, WRITER, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return Ok(()),
-            Err(cur) if cur & !MARKER_MASK != 0 => return Err(BorrowMutError),
-            Err(_) => std::hint::spin_loop(),
+/// A value and the borrow word that guards it from the collector's reads (and, in `GcCell`,
+/// from other borrows).
+struct Slot<T> {
+    word: AtomicUsize,
+    value: UnsafeCell<T>,
+}
+
+impl<T> Slot<T> {
+    const fn new(value: T) -> Slot<T> {
+        Slot {
+            word: AtomicUsize::new(0),
+            value: UnsafeCell::new(value),
         }
+    }
+}
+
+impl<T: Trace> Slot<T> {
+    /// Takes the writer side if no user borrow holds it (waiting out collector readers: they
+    /// hold it for one trace). Taking it is the deletion half of the barrier.
+    #[inline]
+    fn write(&self) -> Result<Writer<'_, T>, BorrowMutError> {
+        loop {
+            match self
+                .word
+                .compare_exchange_weak(0, WRITER, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(cur) if cur & !MARKER_MASK != 0 => return Err(BorrowMutError),
+                Err(_) => std::hint::spin_loop(),
+            }
+        }
+        if collector::marking() {
+            // SAFETY: we hold the writer side: nobody else reads or writes the value.
+            shade_value(unsafe { &*self.value.get() });
+        }
+        Ok(Writer { slot: self })
+    }
+
+    /// The collector's (or a nested barrier shade's) read of the contents.
+    fn trace(&self, t: &mut Tracer) {
+        collector::trace_cell(&self.word, t, |t| {
+            // SAFETY: `trace_cell` runs this only while holding a reader slot, which excludes
+            // the writer side.
+            unsafe { (*self.value.get()).trace(t) }
+        })
+    }
+}
+
+#[cold]
+fn shade_value<T: Trace>(v: &T) {
+    collector::shade_with(|t| v.trace(t));
+}
+
+/// The writer side of a `Slot`; its drop is the insertion half of the barrier.
+struct Writer<'a, T: Trace> {
+    slot: &'a Slot<T>,
+}
+
+impl<T: Trace> Writer<'_, T> {
+    fn get(&self) -> &T {
+        // SAFETY: the writer side is held.
+        unsafe { &*self.slot.value.get() }
+    }
+
+    fn get_mut(&mut self) -> &mut T {
+        // SAFETY: the writer side is held, and `&mut self` makes this borrow unique.
+        unsafe { &mut *self.slot.value.get() }
+    }
+}
+
+impl<T: Trace> Drop for Writer<'_, T> {
+    fn drop(&mut self) {
+        if collector::marking() {
+            shade_value(self.get());
+        }
+        // Only we can change the word while the writer bit is set (collector readers back off).
+        self.slot.word.store(0, Ordering::Release);
     }
 }
 
@@ -57,8 +125,7 @@ fn acquire_writer(word: &AtomicUsize) -> Result<(), BorrowMutError> {
 /// cell would make every graph built with it `!Send`, so its objects' `Drop`s could not run on
 /// the finalizer, which runs them off the thread that built them.)
 pub struct GcCell<T> {
-    word: AtomicUsize,
-    value: UnsafeCell<T>,
+    slot: Slot<T>,
 }
 
 // SAFETY: as `RwLock<T>`: shared borrows from several threads hand out `&T` concurrently (needs
@@ -70,20 +137,19 @@ impl<T> GcCell<T> {
     /// A new cell holding `value`.
     pub const fn new(value: T) -> GcCell<T> {
         GcCell {
-            word: AtomicUsize::new(0),
-            value: UnsafeCell::new(value),
+            slot: Slot::new(value),
         }
     }
 
     /// The value, consuming the cell.
     pub fn into_inner(self) -> T {
-        self.value.into_inner()
+        self.slot.value.into_inner()
     }
 
     /// The value through a unique reference (no borrow, no barrier: nobody else, not even the
     /// collector, can be looking, since a cell inside a managed object is never `&mut`).
     pub fn get_mut(&mut self) -> &mut T {
-        self.value.get_mut()
+        self.slot.value.get_mut()
     }
 }
 
@@ -96,12 +162,13 @@ impl<T: Trace> GcCell<T> {
 
     /// Borrows the value, or `Err` if it is mutably borrowed.
     pub fn try_borrow(&self) -> Result<GcRef<'_, T>, BorrowError> {
-        let mut cur = self.word.load(Ordering::Relaxed);
+        let word = &self.slot.word;
+        let mut cur = word.load(Ordering::Relaxed);
         loop {
             if cur & WRITER != 0 {
                 return Err(BorrowError);
             }
-            match self.word.compare_exchange_weak(
+            match word.compare_exchange_weak(
                 cur,
                 cur + READER_ONE,
                 Ordering::Acquire,
@@ -121,12 +188,9 @@ impl<T: Trace> GcCell<T> {
 
     /// Mutably borrows the value, or `Err` if it is borrowed.
     pub fn try_borrow_mut(&self) -> Result<GcRefMut<'_, T>, BorrowMutError> {
-        acquire_writer(&self.word)?;
-        if collector::marking() {
-            // SAFETY: we hold the writer side: nobody else reads or writes the value.
-            shade_value(unsafe { &*self.value.get() });
-        }
-        Ok(GcRefMut { cell: self })
+        Ok(GcRefMut {
+            w: self.slot.write()?,
+        })
     }
 
     /// Replaces the value, returning the old one.
@@ -135,20 +199,11 @@ impl<T: Trace> GcCell<T> {
     }
 }
 
-#[cold]
-fn shade_value<T: Trace>(v: &T) {
-    collector::shade_with(|t| v.trace(t));
-}
-
 // SAFETY: the contents are traced under the collector's reader slot (never while a writer
 // holds the cell), each handle once (the value's own `Trace`).
 unsafe impl<T: Trace> Trace for GcCell<T> {
     fn trace(&self, t: &mut Tracer) {
-        collector::trace_cell(&self.word, t, |t| {
-            // SAFETY: `trace_cell` runs this only while holding a reader slot, which excludes
-            // writers.
-            unsafe { (*self.value.get()).trace(t) }
-        })
+        self.slot.trace(t)
     }
 }
 
@@ -176,44 +231,31 @@ impl<T> Deref for GcRef<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: a reader slot is held: no writer exists.
-        unsafe { &*self.cell.value.get() }
+        unsafe { &*self.cell.slot.value.get() }
     }
 }
 
 impl<T> Drop for GcRef<'_, T> {
     fn drop(&mut self) {
-        self.cell.word.fetch_sub(READER_ONE, Ordering::Release);
+        self.cell.slot.word.fetch_sub(READER_ONE, Ordering::Release);
     }
 }
 
 /// A mutable borrow of a [`GcCell`]; its drop is the insertion half of the barrier.
 pub struct GcRefMut<'a, T: Trace> {
-    cell: &'a GcCell<T>,
+    w: Writer<'a, T>,
 }
 
 impl<T: Trace> Deref for GcRefMut<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the writer side is held.
-        unsafe { &*self.cell.value.get() }
+        self.w.get()
     }
 }
 
 impl<T: Trace> DerefMut for GcRefMut<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the writer side is held, and `&mut self` makes this borrow unique.
-        unsafe { &mut *self.cell.value.get() }
-    }
-}
-
-impl<T: Trace> Drop for GcRefMut<'_, T> {
-    fn drop(&mut self) {
-        if collector::marking() {
-            // SAFETY: the writer side is still held.
-            shade_value(unsafe { &*self.cell.value.get() });
-        }
-        // Only we can change the word while the writer bit is set (collector readers back off).
-        self.cell.word.store(0, Ordering::Release);
+        self.w.get_mut()
     }
 }
 
@@ -221,8 +263,7 @@ impl<T: Trace> Drop for GcRefMut<'_, T> {
 /// `lock` parks the goroutine (`goro::sync::Mutex`) or blocks a plain thread.
 pub struct GcMutex<T> {
     lock: goro_runtime::sync::Mutex<()>,
-    word: AtomicUsize,
-    value: UnsafeCell<T>,
+    slot: Slot<T>,
 }
 
 // SAFETY: as `std::sync::Mutex<T>`: the value moves between threads with the lock (`Send`),
@@ -237,19 +278,18 @@ impl<T> GcMutex<T> {
     pub fn new(value: T) -> GcMutex<T> {
         GcMutex {
             lock: goro_runtime::sync::Mutex::new(()),
-            word: AtomicUsize::new(0),
-            value: UnsafeCell::new(value),
+            slot: Slot::new(value),
         }
     }
 
     /// The value, consuming the mutex.
     pub fn into_inner(self) -> T {
-        self.value.into_inner()
+        self.slot.value.into_inner()
     }
 
     /// The value through a unique reference.
     pub fn get_mut(&mut self) -> &mut T {
-        self.value.get_mut()
+        self.slot.value.get_mut()
     }
 }
 
@@ -267,22 +307,18 @@ impl<T: Trace> GcMutex<T> {
 
     fn enter<'a>(&'a self, g: goro_runtime::sync::MutexGuard<'a, ()>) -> GcMutexGuard<'a, T> {
         // The lock excludes other users; only collector readers can be in the word.
-        acquire_writer(&self.word).expect("GcMutex's word is only taken under its lock");
-        if collector::marking() {
-            // SAFETY: the writer side is held.
-            shade_value(unsafe { &*self.value.get() });
-        }
-        GcMutexGuard { m: self, _g: g }
+        let w = self
+            .slot
+            .write()
+            .expect("GcMutex's word is only taken under its lock");
+        GcMutexGuard { w, _g: g }
     }
 }
 
 // SAFETY: as `GcCell`'s.
 unsafe impl<T: Trace> Trace for GcMutex<T> {
     fn trace(&self, t: &mut Tracer) {
-        collector::trace_cell(&self.word, t, |t| {
-            // SAFETY: a reader slot excludes the lock holder's writer side.
-            unsafe { (*self.value.get()).trace(t) }
-        })
+        self.slot.trace(t)
     }
 }
 
@@ -298,34 +334,22 @@ impl<T> fmt::Debug for GcMutex<T> {
     }
 }
 
-/// The holder of a [`GcMutex`]; its drop is the insertion half of the barrier.
+/// The holder of a [`GcMutex`]; its drop is the insertion half of the barrier. (Fields drop
+/// in order: the writer side, with its barrier, before the lock.)
 pub struct GcMutexGuard<'a, T: Trace> {
-    m: &'a GcMutex<T>,
+    w: Writer<'a, T>,
     _g: goro_runtime::sync::MutexGuard<'a, ()>,
 }
 
 impl<T: Trace> Deref for GcMutexGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: lock and writer side held.
-        unsafe { &*self.m.value.get() }
+        self.w.get()
     }
 }
 
 impl<T: Trace> DerefMut for GcMutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: lock and writer side held; `&mut self` makes this borrow unique.
-        unsafe { &mut *self.m.value.get() }
-    }
-}
-
-impl<T: Trace> Drop for GcMutexGuard<'_, T> {
-    fn drop(&mut self) {
-        if collector::marking() {
-            // SAFETY: the writer side is still held.
-            shade_value(unsafe { &*self.m.value.get() });
-        }
-        self.m.word.store(0, Ordering::Release);
-        // `_g` unlocks after this.
+        self.w.get_mut()
     }
 }

@@ -145,44 +145,23 @@ unsafe impl<T: Trace + ?Sized> Trace for Box<T> {
     }
 }
 
-// SAFETY: each element once.
-unsafe impl<T: Trace> Trace for [T] {
-    fn trace(&self, t: &mut Tracer) {
-        for x in self {
-            x.trace(t)
+macro_rules! each_element {
+    ($($t:ty),* $(,)?) => {$(
+        // SAFETY: each element once.
+        unsafe impl<T: Trace> Trace for $t {
+            fn trace(&self, t: &mut Tracer) {
+                for x in self {
+                    x.trace(t)
+                }
+            }
         }
-    }
+    )*};
 }
+
+each_element!([T], Vec<T>, VecDeque<T>, LinkedList<T>);
 
 // SAFETY: each element once.
 unsafe impl<T: Trace, const N: usize> Trace for [T; N] {
-    fn trace(&self, t: &mut Tracer) {
-        for x in self {
-            x.trace(t)
-        }
-    }
-}
-
-// SAFETY: each element once.
-unsafe impl<T: Trace> Trace for Vec<T> {
-    fn trace(&self, t: &mut Tracer) {
-        for x in self {
-            x.trace(t)
-        }
-    }
-}
-
-// SAFETY: each element once.
-unsafe impl<T: Trace> Trace for VecDeque<T> {
-    fn trace(&self, t: &mut Tracer) {
-        for x in self {
-            x.trace(t)
-        }
-    }
-}
-
-// SAFETY: each element once.
-unsafe impl<T: Trace> Trace for LinkedList<T> {
     fn trace(&self, t: &mut Tracer) {
         for x in self {
             x.trace(t)
