@@ -130,3 +130,50 @@ fn objects_outlive_a_runtime_and_its_restart() {
     gc::collect();
     gc::collect();
 }
+
+fn parked_collection(n: usize) {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    goro::Builder::new().max_procs(2).run(move || {
+        let (tx, rx) = goro::chan::bounded::<()>(0);
+        let hs: Vec<_> = (0..n as u64)
+            .map(|i| {
+                let rx = rx.clone();
+                let o = obj(i * 10);
+                goro::spawn(move || {
+                    rx.recv().unwrap();
+                    check(&o, i * 10);
+                })
+            })
+            .collect();
+        // All spawned (most parked on the channel), each holding its own two-object cycle.
+        while goro::num_goroutine() < n + 1 {
+            goro::yield_now();
+        }
+        let t = std::time::Instant::now();
+        gc::collect();
+        gc::collect();
+        eprintln!(
+            "{n} parked goroutines: two forced cycles in {:?}",
+            t.elapsed()
+        );
+        for _ in 0..n {
+            tx.send(()).unwrap();
+        }
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    gc::collect();
+    gc::collect();
+}
+
+#[test]
+fn collections_while_100k_goroutines_are_parked() {
+    parked_collection(100_000);
+}
+
+#[test]
+#[ignore = "a million parked goroutines: ~5 GB of RSS"]
+fn collections_while_1m_goroutines_are_parked() {
+    parked_collection(1_000_000);
+}
