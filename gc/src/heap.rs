@@ -105,8 +105,8 @@ pub(crate) struct Span {
     cursor: AtomicUsize,
     /// In its type's `partial` list (set by whoever pushes it, cleared by whoever pops it).
     listed: AtomicBool,
-    /// Frees in progress (between clearing their bit and listing the span): `release_empty`
-    /// must not take a span a free is still touching.
+    /// Frees and give-backs in progress (from clearing a bit or the owner flag to listing the
+    /// span): `release_empty` must not take a span one of them is still touching.
     freeing: AtomicUsize,
     /// Its type's heap, for frees that must list it.
     heap: &'static TypeHeap,
@@ -372,11 +372,14 @@ impl TypeHeap {
                 s.cursor.store(0, Ordering::Relaxed);
                 return p;
             }
-            // Full: unowned again, and listed by the next free in it.
+            // Full: unowned again, and listed by the next free in it (or now, if one came in
+            // between); pinned meanwhile, as in `give_back`.
+            s.freeing.fetch_add(1, Ordering::SeqCst);
             s.owner.store(false, Ordering::SeqCst);
             if s.used() < s.nslots {
                 list(p);
             }
+            s.freeing.fetch_sub(1, Ordering::SeqCst);
         }
         self.new_span()
     }
@@ -385,8 +388,12 @@ impl TypeHeap {
 /// Hands a span back: another thread (or this one, later) may own it.
 fn give_back(p: SpanPtr) {
     let s = p.get();
+    // Pinned like a free (see `clear_bits`): once the owner flag is clear `release_empty` may
+    // take the span, and `list` still reads it (the loom model found this).
+    s.freeing.fetch_add(1, Ordering::SeqCst);
     s.owner.store(false, Ordering::SeqCst);
     list(p);
+    s.freeing.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Puts an unowned span on its type's partial list unless it is there already. Called after
@@ -629,6 +636,7 @@ pub(crate) fn release_empty() {
         let mut spans = h.spans.lock().unwrap_or_else(|e| e.into_inner());
         let mut partial = h.partial.lock().unwrap_or_else(|e| e.into_inner());
         let mut released = Vec::new();
+        let mut backed_off = Vec::new();
         spans.retain(|p| {
             let s = p.get();
             if s.used() != 0
@@ -639,7 +647,10 @@ pub(crate) fn release_empty() {
                 return true;
             }
             if s.used() != 0 || s.freeing.load(Ordering::SeqCst) != 0 {
-                s.owner.store(false, Ordering::Release);
+                // A free or a give-back that ran while we held the owner flag did not list it
+                // (the loom model found this): list it once the locks are released.
+                s.owner.store(false, Ordering::SeqCst);
+                backed_off.push(*p);
                 return true;
             }
             released.push(*p);
@@ -649,6 +660,9 @@ pub(crate) fn release_empty() {
         partial.retain(|p| !released.contains(p));
         drop(partial);
         drop(spans);
+        for p in backed_off {
+            list(p);
+        }
         for p in released {
             let bytes = p.get().bytes;
             SPAN_BYTES.fetch_sub(bytes, Ordering::Relaxed);

@@ -35,6 +35,9 @@ mod pacer;
 mod stats;
 pub mod trace;
 
+#[cfg(all(test, loom))]
+mod loom_models;
+
 pub use cell::{BorrowError, BorrowMutError, GcCell, GcMutex, GcMutexGuard, GcRef, GcRefMut};
 pub use collector::{collect, cycles};
 pub use gc::Gc;
