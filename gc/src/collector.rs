@@ -245,26 +245,43 @@ fn request(forced: bool) -> u64 {
 
 /// Runs a full collection (Go's `runtime.GC()`): returns once a cycle that started after the
 /// call has swept, and its finalizers (the `Drop`s of what it collected) have run, unless called
-/// from such a `Drop`. On a goroutine the wait lets its P run others (`goro::blocking`).
+/// from such a `Drop`. A `Drop` that blocks does not hang the caller: after `DROP_WAIT` of
+/// waiting for them, `collect` says so on stderr and returns (the sweep is done; the rest of
+/// the `Drop`s run when they can). On a goroutine the wait lets its P run others
+/// (`goro::blocking`).
 pub fn collect() {
     crate::pacer::init();
     let target = request(true);
     let on_finalizer = ON_FINALIZER.with(|f| f.get());
     goro_runtime::blocking(|| {
         let mut c = ctl();
-        loop {
-            let done = if on_finalizer {
-                c.swept >= target
-            } else {
-                c.finalized >= target
-            };
-            if done {
+        while c.swept < target {
+            c = CTL_CV.wait(c).unwrap_or_else(|e| e.into_inner());
+        }
+        if on_finalizer {
+            return;
+        }
+        let deadline = Instant::now() + DROP_WAIT;
+        while c.finalized < target {
+            let now = Instant::now();
+            if now >= deadline {
+                eprintln!(
+                    "goro: collect(): the Drops of collected objects have not finished after {} s \
+                     (a Drop that blocks?); returning with the cycle swept",
+                    DROP_WAIT.as_secs()
+                );
                 return;
             }
-            c = CTL_CV.wait(c).unwrap_or_else(|e| e.into_inner());
+            c = CTL_CV
+                .wait_timeout(c, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     });
 }
+
+/// How long `collect` waits for the `Drop`s of what its cycle collected.
+const DROP_WAIT: Duration = Duration::from_secs(10);
 
 /// Cycles completed so far (swept).
 pub fn cycles() -> u64 {

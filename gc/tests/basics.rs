@@ -337,3 +337,25 @@ fn epochs_wrap_without_losing_objects() {
         assert!(alive(xi));
     }
 }
+
+#[test]
+#[ignore = "takes the 10 s collect() waits for Drops before it gives up"]
+fn a_blocking_drop_does_not_hang_collect() {
+    let _s = serial();
+    static RELEASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    #[derive(Trace)]
+    struct Stuck;
+    impl Drop for Stuck {
+        fn drop(&mut self) {
+            while !RELEASE.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+    drop(Gc::new(Stuck));
+    let t = std::time::Instant::now();
+    collect();
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+    RELEASE.store(true, Ordering::Relaxed);
+    collect();
+}
