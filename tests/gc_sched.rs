@@ -45,9 +45,20 @@ fn check(o: &Gc<Obj>, v: u64) {
 
 #[test]
 fn collections_across_every_goroutine_state() {
+    across_states(goro::Builder::new().max_procs(2));
+}
+
+#[test]
+fn collections_across_every_goroutine_state_with_migration() {
+    // SAFETY: the goroutines here keep no thread-local state across their switches (they hold
+    // only `Gc` handles and channel ends, which are `Send`).
+    across_states(unsafe { goro::Builder::new().max_procs(2).allow_migration() });
+}
+
+fn across_states(builder: goro::Builder) {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let before = DROPS.load(Ordering::Relaxed) as u64;
-    let made = goro::Builder::new().max_procs(2).run(|| {
+    let made = builder.run(|| {
         let n = 2_000u64;
         // Not yet run: spawned in a burst (some are stolen by the other P before they start).
         let (go_tx, go_rx) = goro::chan::bounded::<()>(0);
