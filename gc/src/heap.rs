@@ -255,8 +255,11 @@ unsafe impl Send for SpanPtr {}
 
 impl SpanPtr {
     pub(crate) fn get(&self) -> &'static Span {
-        // SAFETY: spans in the registry stay allocated until `release_empty` removes them, and
-        // only the collector thread (the one caller holding snapshots) calls that.
+        // SAFETY: a span stays allocated until `release_empty` takes it, which it does only
+        // when it owns it (so no cache holds it), it has no allocated slot (so no object or
+        // handle points into it), no free or give-back has it pinned (`freeing`), and after
+        // removing it from the registry and the partial list under their locks; the snapshots
+        // that hold span pointers belong to the collector thread, the one caller.
         unsafe { self.0.as_ref() }
     }
 }
@@ -295,6 +298,8 @@ fn type_heap(info: &'static TypeInfo) -> &'static TypeHeap {
 
 /// Bytes of spans mapped now (heap_sys / heap_inuse).
 pub(crate) static SPAN_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Of those, bytes of empty spans in the pool (heap_sys counts them, heap_inuse does not).
+pub(crate) static POOLED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 impl TypeHeap {
     fn new_span(&'static self) -> SpanPtr {
@@ -305,6 +310,9 @@ impl TypeHeap {
         } else {
             None
         };
+        if pooled.is_some() {
+            POOLED_BYTES.fetch_sub(SPAN, Ordering::Relaxed);
+        }
         let base = match pooled {
             Some(b) => {
                 // SAFETY: a pooled span is an unused SPAN-byte allocation nobody references; its
@@ -320,8 +328,9 @@ impl TypeHeap {
             std::alloc::handle_alloc_error(layout)
         };
         let span = base.as_ptr() as *mut Span;
-        // SAFETY: `base` is a fresh, zeroed, SPAN-aligned allocation of `g.bytes` bytes, large
-        // enough for the header (geometry), and nobody else knows it yet.
+        // SAFETY: `base` is a SPAN-aligned allocation of `g.bytes` bytes (fresh and zeroed, or
+        // pooled with its side tables zeroed), large enough for the header (geometry), and
+        // nobody else knows it yet.
         unsafe {
             ptr::write(
                 span,
@@ -349,7 +358,9 @@ impl TypeHeap {
         if tail != 0 {
             s.bitmap()[g.words - 1].store(!0u64 << tail, Ordering::Relaxed);
         }
-        SPAN_BYTES.fetch_add(g.bytes, Ordering::Relaxed);
+        if pooled.is_none() {
+            SPAN_BYTES.fetch_add(g.bytes, Ordering::Relaxed);
+        }
         let p = SpanPtr(NonNull::new(span).expect("non-null"));
         self.spans.lock().unwrap_or_else(|e| e.into_inner()).push(p);
         p
@@ -665,13 +676,14 @@ pub(crate) fn release_empty() {
         }
         for p in released {
             let bytes = p.get().bytes;
-            SPAN_BYTES.fetch_sub(bytes, Ordering::Relaxed);
             let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
             if bytes == SPAN && pool.len() < POOL_MAX {
                 pool.push(p.0.as_ptr() as usize);
+                POOLED_BYTES.fetch_add(SPAN, Ordering::Relaxed);
                 continue;
             }
             drop(pool);
+            SPAN_BYTES.fetch_sub(bytes, Ordering::Relaxed);
             let layout = Layout::from_size_align(bytes, SPAN).expect("span layout");
             // SAFETY: the span is empty (no slot, so no handle or object points into it), owned
             // by us (no cache can claim from it), out of the registry and the partial list (no

@@ -128,7 +128,8 @@ pub struct MemStats {
     pub total_alloc: u64,
     /// Bytes of heap memory obtained from the OS (spans).
     pub heap_sys: u64,
-    /// Bytes in spans that hold at least one object or are owned by an allocation cache.
+    /// Bytes in spans in use (holding objects or owned by an allocation cache): `heap_sys` less
+    /// the empty spans pooled for reuse.
     pub heap_inuse: u64,
     /// Allocated heap objects.
     pub heap_objects: u64,
@@ -195,13 +196,14 @@ pub fn mem_stats() -> MemStats {
     let freed = FREED_BYTES.load(Ordering::Relaxed);
     let h = HISTORY.lock().unwrap_or_else(|e| e.into_inner());
     let sys = crate::heap::SPAN_BYTES.load(Ordering::Relaxed) as u64;
+    let idle = crate::heap::POOLED_BYTES.load(Ordering::Relaxed) as u64;
     let elapsed = process_start().elapsed().as_secs_f64() * procs() as f64;
     let goal = crate::pacer::goal();
     MemStats {
         heap_alloc: total.saturating_sub(freed),
         total_alloc: total,
         heap_sys: sys,
-        heap_inuse: sys,
+        heap_inuse: sys.saturating_sub(idle),
         heap_objects: mallocs.saturating_sub(frees),
         mallocs,
         frees,
