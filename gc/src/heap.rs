@@ -103,6 +103,9 @@ pub(crate) struct Span {
     owner: AtomicBool,
     /// Bitmap word where the owner resumes its scan.
     cursor: AtomicUsize,
+    /// `⌊2^64 / stride⌋ + 1`: slot index by a multiply instead of a division (exact for
+    /// offsets and strides below 2^32; a span's offsets are below 2^16 for every slot's header).
+    div_magic: u64,
     /// In its type's `partial` list (set by whoever pushes it, cleared by whoever pops it).
     listed: AtomicBool,
     /// Frees and give-backs in progress (from clearing a bit or the owner flag to listing the
@@ -226,8 +229,12 @@ impl Span {
         unsafe { &*(base as *const Span) }
     }
 
+    #[inline]
     pub(crate) fn index_of(&self, h: *const Header) -> usize {
-        (h as usize - (self as *const Span as usize) - self.first) / self.stride()
+        let off = (h as usize - (self as *const Span as usize) - self.first) as u64;
+        let idx = ((off as u128 * self.div_magic as u128) >> 64) as usize;
+        debug_assert_eq!(idx, off as usize / self.stride());
+        idx
     }
 }
 
@@ -345,6 +352,7 @@ impl TypeHeap {
                     // `take_span` returns it, so another thread must not claim it meanwhile.
                     owner: AtomicBool::new(true),
                     cursor: AtomicUsize::new(0),
+                    div_magic: (u64::MAX / self.info.stride.max(8) as u64).wrapping_add(1),
                     listed: AtomicBool::new(false),
                     freeing: AtomicUsize::new(0),
                     heap: self,
@@ -711,6 +719,17 @@ pub fn overhead_per_object(size: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_by_multiply_matches_division() {
+        for stride in (8..=40_000usize).step_by(8) {
+            let magic = (u64::MAX / stride as u64).wrapping_add(1);
+            for off in (0..65_536usize).step_by(stride).chain([65_535]) {
+                let q = ((off as u128 * magic as u128) >> 64) as usize;
+                assert_eq!(q, off / stride, "stride {stride} off {off}");
+            }
+        }
+    }
 
     #[test]
     fn a_24_byte_node_takes_under_twice_its_size() {
