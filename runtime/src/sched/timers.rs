@@ -7,8 +7,8 @@
 //!
 //! # Who runs them (no thread per timer, no polling loop)
 //! 1. The P's own M, at every schedule: one relaxed load of the heap's `next` deadline, and a
-//!    clock read only when a timer is pending (`run_own`). Woken goroutines go to the ring's
-//!    tail in deadline order.
+//!    clock read only when a timer is pending (`run_own`). The earliest woken goroutine runs
+//!    next (Go's timers ready with `next`); the others go to the ring's tail in deadline order.
 //! 2. A spinning M looking for work runs the due timers of every P (`run_all`), as Go's
 //!    `stealWork` does, so timers of a P whose M is busy elsewhere still fire.
 //! 3. An idle M: the first M to go to sleep while timers are pending becomes the *timer
@@ -368,8 +368,14 @@ impl Runtime {
         if next > now {
             return;
         }
-        p.timers
-            .run_due(now, p.room(), &mut |g| self.file(m, Some(p), g, false));
+        // The earliest woken goroutine runs next (Go's `ready(gp, next=true)` from timers): a
+        // sleeper whose P was busy then runs as soon as that P stops, instead of after a whole
+        // queue of time slices; the rest go to the tail in deadline order.
+        let mut first = true;
+        p.timers.run_due(now, p.room(), &mut |g| {
+            let next = std::mem::replace(&mut first, false);
+            self.file(m, Some(p), g, next)
+        });
     }
 
     /// Runs the due timers of every P (step 2), filing woken goroutines from `m`, holding
