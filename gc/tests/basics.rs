@@ -401,7 +401,10 @@ fn derive_on_generic_structs_and_enums() {
     // The ring is reachable only through the enum's generic payload inside the holder.
     assert!(alive(&ids));
     match &**holder.items[0].as_ref().unwrap() {
-        Tree::Node { payload, .. } => walk(payload, 6),
+        Tree::Node { payload, left, .. } => {
+            walk(payload, 6);
+            assert!(matches!(**left, Tree::Leaf(1)));
+        }
         _ => panic!("wrong variant"),
     }
     let _ = Tree::<u8>::Empty;
