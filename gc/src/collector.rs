@@ -45,8 +45,6 @@ static STATE: AtomicU64 = AtomicU64::new(1);
 static SHADE_SKIPPED: AtomicBool = AtomicBool::new(false);
 /// How long termination waits for cells held by writers before the cycle gives up freeing.
 const CELL_WAIT: Duration = Duration::from_millis(50);
-/// Cycles that freed nothing because a cell stayed held by a writer through termination.
-pub(crate) static ABANDONED: AtomicU64 = AtomicU64::new(0);
 /// Objects shaded by mutators, waiting for the collector.
 static GREY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
@@ -350,6 +348,8 @@ pub(crate) struct CycleReport {
     pub(crate) marked: usize,
     pub(crate) goal: usize,
     pub(crate) stacks: usize,
+    /// The cycle freed nothing: a cell stayed held by a writer through termination.
+    pub(crate) abandoned: bool,
 }
 
 fn run_cycle(forced: bool) {
@@ -485,9 +485,6 @@ fn run_cycle(forced: bool) {
     if SHADE_SKIPPED.swap(false, Ordering::SeqCst) {
         abandon = true;
     }
-    if abandon {
-        ABANDONED.fetch_add(1, Ordering::Relaxed);
-    }
     let mut dead: Vec<usize> = Vec::new();
     let mut dead_bytes = 0usize;
     for_each_old(
@@ -530,6 +527,7 @@ fn run_cycle(forced: bool) {
         marked,
         goal,
         stacks,
+        abandoned: abandon,
     };
     crate::pacer::after_cycle(&report);
     stats::after_cycle(&report);
@@ -618,13 +616,9 @@ static FIN_DONE: Condvar = Condvar::new();
 static FIN_THREADS: OnceLock<()> = OnceLock::new();
 /// Bytes traced by this cycle's marking (`drain`).
 static MARKED_BYTES: AtomicUsize = AtomicUsize::new(0);
-/// Times an allocation waited for marking to finish (`throttle`).
-pub(crate) static ASSIST_WAITS: AtomicU64 = AtomicU64::new(0);
 /// Bytes of dead objects queued and not yet finalized.
 pub(crate) static PENDING_BYTES: AtomicUsize = AtomicUsize::new(0);
 const CHUNK: usize = 2048;
-/// A `Drop` of a collected object panicked at least once (tests read it).
-pub(crate) static DROP_PANICKED: AtomicBool = AtomicBool::new(false);
 
 fn finq() -> std::sync::MutexGuard<'static, FinQueue> {
     FINQ.lock().unwrap_or_else(|e| e.into_inner())
@@ -728,7 +722,6 @@ fn run_chunk(dead: &[usize]) -> usize {
         // skips DEAD slots).
         let r = catch_unwind(AssertUnwindSafe(|| unsafe { (info.drop)(h) }));
         if let Err(p) = r {
-            DROP_PANICKED.store(true, Ordering::Relaxed);
             eprintln!(
                 "goro: panic in Drop of a collected {}: {}",
                 (info.name)(),
@@ -771,7 +764,6 @@ pub(crate) fn throttle() {
     if !behind() {
         return;
     }
-    ASSIST_WAITS.fetch_add(1, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_millis(10);
     while behind() && Instant::now() < deadline {
         goro_runtime::time::sleep(Duration::from_micros(200));

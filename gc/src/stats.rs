@@ -304,5 +304,12 @@ pub(crate) fn after_cycle(r: &CycleReport) {
             procs(),
             if r.forced { " (forced)" } else { "" },
         );
+        if r.abandoned {
+            eprintln!(
+                "gc {}: freed nothing: a GcCell/GcMutex stayed held by a writer through mark \
+                 termination (50 ms); the next cycle tries again",
+                r.n
+            );
+        }
     }
 }
