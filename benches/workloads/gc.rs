@@ -177,30 +177,11 @@ pub fn gc_latency(secs: f64, ballast_mib: usize) {
 
 // ---- the GC-crate workloads ----
 
-fn time_iters(workload: &str, mut f: impl FnMut()) {
-    let t = Instant::now();
-    f();
-    let warm = t.elapsed();
-    let n = ((1.5e9 / (warm.as_nanos() as f64 + 1.0)) as usize).clamp(3, 101);
-    let mut ts: Vec<f64> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    eprintln!(
-        "compare_goro: {workload} iterations {n} min {:.2} max {:.2} ms",
-        ts[0],
-        ts[n - 1]
-    );
-    gc_row(workload, "per_iter", ts[n / 2], "ms", 2);
-}
+include!("gc_timing.rs");
 
-fn die(msg: String) -> ! {
-    eprintln!("{msg}");
-    std::process::exit(1)
+/// goro's rows of the crate workloads.
+fn goro_iters(workload: &str, f: impl FnMut()) {
+    time_iters(workload, "goro", "compare_goro", f)
 }
 
 #[derive(Trace)]
@@ -303,7 +284,7 @@ fn binary_trees(name: &str, build: impl Fn(i64) -> Box<dyn Fn() -> usize>) {
 }
 
 pub fn gc_trees() {
-    time_iters("gc_trees", || {
+    goro_iters("gc_trees", || {
         binary_trees("gc_trees", |d| {
             let t = bottom_up(d);
             Box::new(move || check(&t))
@@ -313,7 +294,7 @@ pub fn gc_trees() {
 }
 
 pub fn gc_parent_trees() {
-    time_iters("gc_parent_trees", || {
+    goro_iters("gc_parent_trees", || {
         binary_trees("gc_parent_trees", |d| {
             let t = bottom_up_p(d);
             Box::new(move || check_p(&t))
@@ -334,7 +315,7 @@ const N_LISTS: usize = 30;
 const LIST_LEN: usize = 4096;
 
 pub fn gc_list() {
-    time_iters("gc_list", || {
+    goro_iters("gc_list", || {
         let mut heads = Vec::with_capacity(N_LISTS);
         for _ in 0..N_LISTS {
             let head = Gc::new(ListNode {
@@ -393,7 +374,7 @@ fn lcg(x: u64) -> u64 {
 }
 
 pub fn gc_graph() {
-    time_iters("gc_graph", || {
+    goro_iters("gc_graph", || {
         let ns: Vec<Gc<GraphNode>> = (0..GRAPH_NODES as usize)
             .map(|id| {
                 Gc::new(GraphNode {

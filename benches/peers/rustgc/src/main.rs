@@ -29,32 +29,12 @@
 //! - `gc_graph`: 2^15 nodes (an id and a cell of edge pointers), 2^15 edges from gc.go's LCG, a
 //!   DFS from every unvisited node counting nodes and edges (checked), then all dropped. Not for
 //!   rc/arc (the cycles would leak): they print nothing for it and say so on stderr (exit 0).
-use std::time::Instant;
 
-fn time_iters(workload: &str, imp: &str, mut f: impl FnMut()) {
-    let t = Instant::now();
-    f();
-    let warm = t.elapsed().as_nanos() as f64;
-    let n = ((1.5e9 / (warm + 1.0)) as usize).clamp(3, 101);
-    let mut ts: Vec<f64> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_nanos() as f64 / 1e6
-        })
-        .collect();
-    ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    eprintln!(
-        "rustgc: {workload} {imp} iterations {n} min {:.2} max {:.2} ms",
-        ts[0],
-        ts[n - 1]
-    );
-    println!("{workload} {imp} per_iter {:.2} ms", ts[n / 2]);
-}
+include!("../../../workloads/gc_timing.rs");
 
-fn die(msg: String) -> ! {
-    eprintln!("{msg}");
-    std::process::exit(1)
+/// The peer's rows of the crate workloads.
+fn rustgc_iters(workload: &str, imp: &str, f: impl FnMut()) {
+    time_iters(workload, imp, "rustgc", f)
 }
 
 const MIN_DEPTH: u32 = 4;
@@ -165,7 +145,7 @@ macro_rules! workloads {
         }
 
         pub fn trees() {
-            crate::time_iters("gc_trees", $imp, || {
+            crate::rustgc_iters("gc_trees", $imp, || {
                 crate::binary_trees("gc_trees", |d| {
                     let t = tree(d);
                     move || check(&t)
@@ -174,7 +154,7 @@ macro_rules! workloads {
             });
         }
         pub fn parent_trees() {
-            crate::time_iters("gc_parent_trees", $imp, || {
+            crate::rustgc_iters("gc_parent_trees", $imp, || {
                 crate::binary_trees("gc_parent_trees", |d| {
                     let t = ptree(d);
                     move || pcheck(&t)
@@ -183,7 +163,7 @@ macro_rules! workloads {
             });
         }
         pub fn list() {
-            crate::time_iters("gc_list", $imp, || {
+            crate::rustgc_iters("gc_list", $imp, || {
                 let mut heads = Vec::with_capacity(crate::N_LISTS);
                 for _ in 0..crate::N_LISTS {
                     let head = P::new(LNode { next: cnew(None), prev: cnew(None), v: 0 });
@@ -224,7 +204,7 @@ macro_rules! workloads {
         }
         #[allow(dead_code)]
         pub fn graph() {
-            crate::time_iters("gc_graph", $imp, || {
+            crate::rustgc_iters("gc_graph", $imp, || {
                 let ns: Vec<P<GNode>> =
                     (0..crate::GRAPH_NODES).map(|id| P::new(GNode { id, edges: cnew(Vec::new()) })).collect();
                 let mut x = 1u64;
