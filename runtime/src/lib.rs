@@ -11,6 +11,8 @@
 //! - `signal`: the guard-page fault handler (`fatal error: stack overflow ...`);
 //! - `tls`: the runtime's thread-locals, behind `#[inline(never)]` accessors;
 //! - `live`: the per-thread live-goroutine counters behind `num_goroutine`;
+//! - [`stackscan`]: what the garbage collector needs (stack roots' homes, the per-cycle visit
+//!   of goroutine stacks); `membarrier`: the asymmetric fence it rests on;
 //! - `local`: goroutine-local storage (`goroutine_local!`);
 //! - [`fs`]: file calls inside `blocking`; `block_on`: a `Future` run on a goroutine;
 //! - `spawn`, `park`, `builder`, `panic`: the public API.
@@ -26,6 +28,7 @@ pub mod io;
 mod live;
 mod local;
 mod loom;
+mod membarrier;
 pub mod net;
 mod netpoll;
 mod panic;
@@ -35,6 +38,7 @@ mod sched;
 mod signal;
 mod spawn;
 pub mod stack;
+pub mod stackscan;
 pub mod sync;
 pub mod time;
 mod tls;

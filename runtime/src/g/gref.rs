@@ -136,9 +136,14 @@ unsafe fn destroy<T>(ptr: NonNull<G>) {
     };
     crate::panic::drop_contained(id, out);
     // SAFETY: the caller guarantees it is an unreferenced `GCell<T>` from `slab::alloc`.
-    unsafe {
-        std::ptr::drop_in_place(cell.as_ptr());
-        slab::free(cell.cast(), Layout::new::<GCell<T>>());
+    unsafe { std::ptr::drop_in_place(cell.as_ptr()) };
+    // The collector's stack visit may be reading this descriptor's state word (it found the
+    // address in a slot header before the slot was freed): then the memory waits for the
+    // visit's end (`crate::stackscan`).
+    let layout = Layout::new::<GCell<T>>();
+    if !crate::stackscan::defer_free(cell.cast(), layout) {
+        // SAFETY: as above; dropped, and no visit can reach it.
+        unsafe { slab::free(cell.cast(), layout) };
     }
 }
 

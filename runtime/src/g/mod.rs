@@ -52,6 +52,15 @@ mod slab;
 use body::{Body, BodyKind};
 pub(crate) use gref::{new_goroutine, GCell, GRef, TypedGRef};
 
+/// Frees a descriptor cell whose free `stackscan::defer_free` postponed.
+///
+/// # Safety
+/// `ptr` must be a dropped, unreferenced cell from `slab::alloc(layout)`.
+pub(crate) unsafe fn free_cell(ptr: NonNull<u8>, layout: std::alloc::Layout) {
+    // SAFETY: as the caller guarantees.
+    unsafe { slab::free(ptr, layout) }
+}
+
 use crate::loom::{AtomicU32, AtomicU8, Ordering};
 use crate::stack::{SlotAddr, StackSlot};
 use corosensei::{Coroutine, Yielder};

@@ -1361,6 +1361,10 @@ fn execute(rt: &Runtime, m: &M, g: GRef, inherit: bool) -> *const P {
     if let Some(p) = p {
         p.stop_running();
     }
+    if !matches!(r, corosensei::CoroutineResult::Return(())) {
+        // Quiescent until filed: the collector's stack visit may need it scanned now.
+        crate::stackscan::at_switch_out(&g);
+    }
     match r {
         corosensei::CoroutineResult::Yield(Switch::Yield) => {
             if !rt.config.allow_migration {

@@ -54,6 +54,7 @@ pub(crate) mod timers;
 pub use blocking::blocking;
 pub(crate) use m::M;
 pub(crate) use p::P;
+pub(crate) use pin::switch_depth;
 
 use crate::g::GRef;
 use crate::tls;
@@ -233,6 +234,8 @@ impl Runtime {
 
     fn start(config: Config) -> Arc<Runtime> {
         crate::signal::install_handler();
+        // Before any goroutine: the hot sides of its protocols must know whether to fence.
+        crate::membarrier::init();
         let procs = resolve_procs(config.max_procs);
         let rt = Arc::new_cyclic(|me| Runtime {
             me: me.clone(),

@@ -259,7 +259,7 @@ unsafe fn any_word_in_avx2(from: usize, to: usize, lo: usize, len: usize) -> boo
 /// Bytes between the stack pointer a switch-out records and the lowest word the switch
 /// writes (the context-switch frames), measured once by running a probe coroutine on a stack
 /// filled with a pattern; plus a margin.
-fn switch_depth() -> usize {
+pub(crate) fn switch_depth() -> usize {
     static DEPTH: OnceLock<usize> = OnceLock::new();
     *DEPTH.get_or_init(|| measure_switch_depth().unwrap_or(crate::stack::RED_ZONE) + 64)
 }

@@ -83,6 +83,19 @@ pub(crate) fn run(rt: &Runtime) {
             );
         }
         let mut acted = false;
+        if crate::stackscan::preempt_wanted() {
+            // The collector waits for running goroutines that hold stack roots to switch out.
+            for p in rt
+                .allp
+                .iter()
+                .take(procs)
+                .filter_map(std::sync::OnceLock::get)
+            {
+                if p.status() == P_RUNNING {
+                    p.preempt.store(true, Ordering::Relaxed);
+                }
+            }
+        }
         for (id, s) in seen.iter_mut().enumerate().take(procs) {
             let Some(p) = rt.allp[id].get() else { continue };
             match p.status() {

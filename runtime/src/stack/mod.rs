@@ -73,12 +73,19 @@ pub const RED_ZONE: usize = PAGE;
 /// std calls need far more than Go's 2 KiB (a caught panic ~5.4 KiB, a backtrace ~22 KiB).
 pub const DEFAULT_STACK_SIZE: usize = 256 << 10;
 
-/// Bytes at the very top of every slot kept out of the stack: the slot header. While a
-/// goroutine owns the slot its first word is the goroutine's descriptor address and its second
-/// the tag of the M the goroutine is bound to (`M::tag`, unique among the Ms of every runtime
-/// alive); both are 0 otherwise. At shutdown each M finds the goroutines bound to it that no
-/// queue holds (parked ones) through it.
-pub(crate) const SLOT_HEADER: usize = 16;
+/// Bytes at the very top of every slot kept out of the stack: the slot header, four words.
+/// While a goroutine owns the slot:
+/// - word 0 is the goroutine's descriptor address and word 1 the tag of the M the goroutine is
+///   bound to (`M::tag`, unique among the Ms of every runtime alive); both are 0 otherwise. At
+///   shutdown each M finds the goroutines bound to it that no queue holds (parked ones)
+///   through them;
+/// - word 2 counts the collector's stack roots alive in the slot (written only by the
+///   goroutine itself) and word 3 is the collection cycle that last scanned it
+///   (`crate::stackscan`). Both start at 0 when a goroutine takes the slot.
+///
+/// The header lives in the slot, not in the descriptor, because slot memory is never
+/// unmapped: the collector may read the header of any carved slot at any time.
+pub(crate) const SLOT_HEADER: usize = 32;
 
 /// Where the stack of the slot ending at `hi` starts (its highest address; it grows down): right
 /// below the header.
@@ -95,8 +102,9 @@ pub(crate) fn stack_top(hi: usize) -> usize {
     hi - SLOT_HEADER
 }
 
-/// Word `i` (0: owner, 1: M tag) of the header of the slot ending at `hi`.
-fn header_word(hi: usize, i: usize) -> &'static std::sync::atomic::AtomicUsize {
+/// Word `i` (0: owner, 1: M tag, 2: stack roots, 3: scanned cycle) of the header of the slot
+/// ending at `hi`.
+pub(crate) fn header_word(hi: usize, i: usize) -> &'static std::sync::atomic::AtomicUsize {
     // SAFETY: `[hi - SLOT_HEADER, hi)` of a carved slot is mapped read-write for the life of
     // the process (reservations are never unmapped), aligned, and used only as these atomics
     // (the stack starts below it).
@@ -210,6 +218,8 @@ impl StackSlot {
     /// Records the goroutine that owns this slot, and the tag of the M it is bound to, in the
     /// header.
     pub(crate) fn set_owner(&self, g: usize, tag: usize) {
+        header_word(self.hi(), 2).store(0, std::sync::atomic::Ordering::Relaxed);
+        header_word(self.hi(), 3).store(0, std::sync::atomic::Ordering::Relaxed);
         set_owner(self.hi(), g, tag);
     }
 }
@@ -260,6 +270,32 @@ pub(crate) fn for_each_owner(tag: usize, mut f: impl FnMut(usize)) {
                     let g = header_word(hi, 0).load(std::sync::atomic::Ordering::Acquire);
                     if g != 0 {
                         f(g);
+                    }
+                }
+            }
+            a += n * size;
+        }
+    }
+}
+
+/// Calls `f(lo, hi, owner)` for every carved slot with an owner, whatever M it is bound to.
+/// Reads only slots whose top page is resident, as `for_each_owner` does; the owners may
+/// change meanwhile (the caller deals with that: `crate::stackscan`).
+pub(crate) fn for_each_owned_slot(mut f: impl FnMut(usize, usize, usize)) {
+    let mut map = Vec::new();
+    for (lo, hi, size) in pool::carved_slot_ranges() {
+        let mut a = lo;
+        while a < hi {
+            let n = ((hi - a) / size).min(4096);
+            if madvise::resident_map(a, a + n * size, &mut map) {
+                for i in 0..n {
+                    if map[(i + 1) * size / PAGE - 1] & 1 == 0 {
+                        continue;
+                    }
+                    let slot_hi = a + (i + 1) * size;
+                    let g = header_word(slot_hi, 0).load(std::sync::atomic::Ordering::Acquire);
+                    if g != 0 {
+                        f(slot_hi - size, slot_hi, g);
                     }
                 }
             }

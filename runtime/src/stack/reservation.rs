@@ -93,7 +93,9 @@ pub(crate) fn reserve(slot_size: usize) -> io::Result<Reservation> {
 
 /// Where an address falls among the stack slots: `(slot_base, slot_size)`.
 ///
-/// Async-signal-safe: atomics only, no allocation, no locks.
+/// Async-signal-safe: atomics only, no allocation, no locks. Slot sizes are powers of two,
+/// so the slot is found with a mask (the collector's stack roots call this on every root).
+#[inline]
 pub(crate) fn find_slot(addr: usize) -> Option<(usize, usize)> {
     let n = REGION_COUNT.load(Ordering::Acquire);
     for r in &REGIONS[..n] {
@@ -101,7 +103,8 @@ pub(crate) fn find_slot(addr: usize) -> Option<(usize, usize)> {
         let len = r.len.load(Ordering::Relaxed);
         if addr >= base && addr - base < len {
             let size = r.slot_size.load(Ordering::Relaxed);
-            return Some((base + (addr - base) / size * size, size));
+            debug_assert!(size.is_power_of_two());
+            return Some((base + ((addr - base) & !(size - 1)), size));
         }
     }
     None
