@@ -28,7 +28,7 @@
 //! `borrow_mut`/`lock` (old pointees) and the guard's drop (new pointees).
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::heap::{self, Header, Span, SpanPtr, DEAD_BIT, DEAD_EPOCH, NEW_EPOCH};
@@ -208,6 +208,7 @@ fn ctl() -> std::sync::MutexGuard<'static, Ctl> {
 
 fn ensure_collector() {
     COLLECTOR.get_or_init(|| {
+        goro_runtime::stackscan::set_scanner(crate::roots::scan_at_switch);
         std::thread::Builder::new()
             .name("goro-gc".into())
             .spawn(collector_main)
@@ -376,6 +377,13 @@ fn run_cycle(forced: bool) {
     }
     let t0 = t0s.elapsed();
     let spans = heap::snapshot();
+    // The stack visit starts now (its fence orders T0 before every `roots == 0` it reads).
+    let sid = (n as u32).max(1);
+    let index = Arc::new(crate::roots::SpanIndex::new(&spans));
+    *crate::roots::INDEX
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some((sid, index.clone()));
+    let visitor = goro_runtime::stackscan::begin(sid);
 
     // B: tally.
     let mut tally = Tracer::new(Mode::Tally, epoch);
@@ -425,6 +433,11 @@ fn run_cycle(forced: bool) {
         });
     }
 
+    // The stacks: parked ones now; running ones scan at their next switch-out (or here once
+    // they park), and T1 waits for those that hold roots.
+    let mut visit = visitor.visit(&mut |w| index.scan(w, epoch, |h| mark.grey.push(h)));
+    let mut stack_nap = Duration::from_micros(20);
+
     // D: mark, then T1: terminate. Objects whose cells a writer held while they were traced
     // are traced again (`retry`) until none is left; if a cell stays held for `CELL_WAIT`, the
     // cycle ends without freeing anything (the next one tries again).
@@ -461,6 +474,21 @@ fn run_cycle(forced: bool) {
                 continue;
             }
         }
+        if !abandon && visit.pending() > 0 {
+            let left = visitor.retry(&mut visit, &mut |w| {
+                index.scan(w, epoch, |h| mark.grey.push(h))
+            });
+            if left > 0 {
+                // Goroutines holding stack roots are running (or in `blocking`): wait for
+                // their next switch-out, with sysmon asking them to yield.
+                visitor.request_preemption();
+                t1 += t1s.elapsed();
+                std::thread::sleep(stack_nap);
+                stack_nap = (stack_nap * 2).min(Duration::from_millis(1));
+                continue;
+            }
+            continue; // drain what the retry shaded
+        }
         let s = STATE.load(Ordering::SeqCst);
         if s & DIRTY == 0 && s >> 16 == 0 {
             let done = (s & !MARK) & !DIRTY;
@@ -475,6 +503,12 @@ fn run_cycle(forced: bool) {
         t1 += t1s.elapsed();
         std::thread::yield_now();
     }
+    // Marking is over (no switch-out scan can be in flight: T1 saw none): the visit ends.
+    *crate::roots::INDEX
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = None;
+    drop(visitor);
+    drop(index);
     let mark_end = Instant::now();
     let mark_cpu = stats::thread_cpu().saturating_sub(cpu0);
     let heap_end = stats::heap_alloc();
@@ -513,7 +547,8 @@ fn run_cycle(forced: bool) {
     // it: counting them made the goal grow with every long cycle (the latency bench's goal
     // ran away from a 33 MB live heap to 300 MB); those that survive count in the next one.
     let marked = MARKED_BYTES.swap(0, Ordering::Relaxed);
-    let stacks = stacks_estimate();
+    // Go's scannable stack bytes: what the visit found used (stack pointer to top).
+    let stacks = visit.used_bytes;
     let report = CycleReport {
         n,
         forced,

@@ -118,6 +118,37 @@ impl<T: 'static> Gc<T> {
         self.ptr.as_ptr() as *const Header
     }
 
+    pub(crate) fn header_ref(&self) -> &Header {
+        self.header()
+    }
+
+    pub(crate) fn box_ptr(&self) -> NonNull<GcBox<T>> {
+        self.ptr
+    }
+
+    /// A new counted handle to the object at `ptr`, as `clone` makes.
+    ///
+    /// # Safety
+    /// The object must be allocated and live (something keeps it alive meanwhile).
+    pub(crate) unsafe fn clone_from_raw(ptr: NonNull<GcBox<T>>) -> Gc<T> {
+        let borrowed = std::mem::ManuallyDrop::new(Gc {
+            ptr,
+            _owns: PhantomData,
+        });
+        (*borrowed).clone()
+    }
+
+    /// The handle whose count someone took earlier (`clone_from_raw` then `forget`).
+    ///
+    /// # Safety
+    /// One count of the object at `ptr` must be owned by the caller and is given to the result.
+    pub(crate) unsafe fn from_raw_counted(ptr: NonNull<GcBox<T>>) -> Gc<T> {
+        Gc {
+            ptr,
+            _owns: PhantomData,
+        }
+    }
+
     /// Whether two handles name the same object.
     pub fn ptr_eq(a: &Gc<T>, b: &Gc<T>) -> bool {
         a.ptr == b.ptr
@@ -129,7 +160,7 @@ impl<T: 'static> Gc<T> {
     }
 
     #[cold]
-    fn dead() -> ! {
+    pub(crate) fn dead() -> ! {
         panic!(
             "goro: dereferenced a Gc<{}> whose object was collected (a handle that escaped \
              from the Drop of an object collected in the same cycle)",

@@ -191,6 +191,23 @@ impl Span {
         self.info
     }
 
+    /// Bytes the span covers (64 KiB, or a large object's multiple of it).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The slot whose bytes contain `addr` (an interior address included), if any.
+    pub(crate) fn slot_containing(&self, addr: usize) -> Option<usize> {
+        let first = self as *const Span as usize + self.first;
+        let idx = addr.checked_sub(first)? / self.stride();
+        (idx < self.nslots).then_some(idx)
+    }
+
+    /// Whether slot `idx`'s allocation bit is set.
+    pub(crate) fn is_allocated(&self, idx: usize) -> bool {
+        self.bitmap()[idx / 64].load(Ordering::SeqCst) & (1 << (idx % 64)) != 0
+    }
+
     pub(crate) fn stride(&self) -> usize {
         self.info.stride.max(8)
     }

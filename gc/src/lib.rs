@@ -21,6 +21,7 @@
 //!
 //! Where each concept lives: `heap` (spans, side tables, allocation caches), `gc` (the handle),
 //! `trace` (the `Trace` trait and std impls), `cell` (`GcCell`, `GcMutex`: the barrier),
+//! `roots` (`root!`: stack roots, and finding them in a visited stack),
 //! `collector` (the cycle, shading, finalization), `pacer` (GOGC, goal, trigger), `stats`
 //! (`MemStats`, gctrace). `DESIGN.md` has the soundness argument.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -32,6 +33,7 @@ mod collector;
 mod gc;
 mod heap;
 mod pacer;
+mod roots;
 mod stats;
 pub mod trace;
 
@@ -44,8 +46,15 @@ pub use gc::Gc;
 pub use goro_gc_derive::Trace;
 pub use heap::overhead_per_object;
 pub use pacer::{parse_gogc, set_gc_percent};
+pub use roots::Root;
 pub use stats::{mem_stats, MemStats};
 pub use trace::{Trace, Tracer};
+
+/// What `root!` expands to; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::roots::RootSlot;
+}
 
 /// Reads `GOGC` and `GORO_DEBUG` now (otherwise at the first allocation): a bad `GOGC` is
 /// reported and the process exits. `#[goro::main]` calls it at start.

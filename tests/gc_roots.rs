@@ -1,0 +1,292 @@
+//! Stack roots (`goro::gc::root!`): a root on a goroutine's stack is the only thing keeping
+//! its object alive across forced collections, while the goroutine is parked, running,
+//! yielding, inside `block_on`, or migrating; off a goroutine stack (a plain thread, a boxed
+//! future's state) a root holds a count; a goroutine that never reaches a safepoint does not
+//! stall a collection when it holds no roots.
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use goro::gc::{self, root, Gc, GcCell, Trace};
+
+static DROPS: AtomicUsize = AtomicUsize::new(0);
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Trace)]
+struct Node {
+    #[gc(skip)]
+    v: u64,
+    #[gc(skip)]
+    check: u64,
+    next: GcCell<Option<Gc<Node>>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        DROPS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn node(v: u64) -> Gc<Node> {
+    Gc::new(Node {
+        v,
+        check: v.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        next: GcCell::new(None),
+    })
+}
+
+fn ok(n: &Node, v: u64) {
+    assert_eq!(n.v, v);
+    assert_eq!(n.check, v.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+}
+
+/// A two-node list whose head is only reachable through the root the caller makes.
+fn list(v: u64) -> Gc<Node> {
+    let a = node(v);
+    *a.next.borrow_mut() = Some(node(v + 1));
+    a
+}
+
+fn collect_n(n: usize) {
+    for _ in 0..n {
+        gc::collect();
+    }
+}
+
+#[test]
+fn a_parked_goroutines_root_is_its_objects_only_reference() {
+    let _s = serial();
+    collect_n(2);
+    let before = DROPS.load(Ordering::Relaxed);
+    goro::Builder::new().max_procs(2).run(move || {
+        let (tx, rx) = goro::chan::bounded::<()>(0);
+        let (back_tx, back_rx) = goro::chan::bounded::<()>(0);
+        let mut hs = Vec::new();
+        for i in 0..200u64 {
+            let rx = rx.clone();
+            let back = back_tx.clone();
+            hs.push(goro::spawn(move || {
+                // The handle is a temporary: after this statement only the root holds it.
+                root!(let r = list(i * 10));
+                let next = r.next.borrow().clone().unwrap();
+                root!(let second = &next);
+                drop(next);
+                back.send(()).unwrap();
+                rx.recv().unwrap(); // parked across the collections
+                ok(&r, i * 10);
+                ok(&second, i * 10 + 1);
+                back.send(()).unwrap();
+                rx.recv().unwrap(); // parked again: the roots are still there
+                ok(&r, i * 10);
+            }));
+        }
+        for _ in 0..200 {
+            back_rx.recv().unwrap();
+        }
+        collect_n(3);
+        assert_eq!(
+            DROPS.load(Ordering::Relaxed),
+            before,
+            "a rooted object was freed"
+        );
+        for _ in 0..200 {
+            tx.send(()).unwrap();
+        }
+        for _ in 0..200 {
+            back_rx.recv().unwrap();
+        }
+        collect_n(2);
+        assert_eq!(
+            DROPS.load(Ordering::Relaxed),
+            before,
+            "a rooted object was freed"
+        );
+        for _ in 0..200 {
+            tx.send(()).unwrap();
+        }
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    collect_n(3);
+    assert_eq!(
+        DROPS.load(Ordering::Relaxed) - before,
+        400,
+        "every list freed once"
+    );
+}
+
+/// A future that is pending once (and wakes itself).
+struct PendingOnce(bool);
+
+impl std::future::Future for PendingOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+#[test]
+fn a_root_on_a_goroutine_stack_costs_no_count_and_off_it_holds_one() {
+    let _s = serial();
+    goro::Builder::new().max_procs(1).run(|| {
+        let g = node(1);
+        {
+            root!(let r = &g);
+            assert_eq!(
+                Gc::handle_count(&g),
+                1,
+                "a goroutine stack root is uncounted"
+            );
+            ok(&r, 1);
+        }
+        // A boxed future's state lives on the heap: a root there is counted.
+        let g2 = g.clone();
+        goro::block_on(Box::pin(async move {
+            root!(let r = &g2);
+            // Held across an await: the slot is part of the future's state, on the heap.
+            PendingOnce(false).await;
+            assert_eq!(
+                Gc::handle_count(&g2),
+                3,
+                "a root in a boxed future holds a count"
+            );
+            ok(&r, 1);
+        }));
+        assert_eq!(Gc::handle_count(&g), 1);
+    });
+    // A plain thread's stack is never scanned: counted too.
+    let g = node(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            root!(let r = &g);
+            assert_eq!(Gc::handle_count(&g), 2);
+            ok(&r, 2);
+            assert!(goro::gc::Root::ptr_eq(r, &g));
+            let again = goro::gc::Root::to_gc(r);
+            assert_eq!(Gc::handle_count(&g), 3);
+            drop(again);
+        });
+    });
+    assert_eq!(Gc::handle_count(&g), 1);
+}
+
+#[test]
+fn running_and_yielding_goroutines_keep_their_roots() {
+    let _s = serial();
+    collect_n(2);
+    let before = DROPS.load(Ordering::Relaxed);
+    let stop = Arc::new(AtomicBool::new(false));
+    goro::Builder::new().max_procs(2).run(move || {
+        let mut hs = Vec::new();
+        for i in 0..4u64 {
+            let stop = stop.clone();
+            hs.push(goro::spawn(move || {
+                let mut rounds = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    root!(let r = list(i * 1000 + rounds));
+                    // Garbage, so cycles keep coming, and a preemption point per step.
+                    for _ in 0..64 {
+                        drop(node(7));
+                    }
+                    goro::preempt_point();
+                    ok(&r, i * 1000 + rounds);
+                    ok(r.next.borrow().as_ref().unwrap(), i * 1000 + rounds + 1);
+                    rounds = (rounds + 1) % 1000;
+                    if rounds.is_multiple_of(16) {
+                        goro::yield_now();
+                    }
+                }
+            }));
+        }
+        let t = std::time::Instant::now();
+        let mut n = 0;
+        while t.elapsed() < std::time::Duration::from_millis(600) {
+            gc::collect();
+            n += 1;
+        }
+        assert!(n >= 3, "only {n} collections in 600 ms");
+        stop.store(true, Ordering::Relaxed);
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    collect_n(3);
+    assert!(DROPS.load(Ordering::Relaxed) > before);
+}
+
+#[test]
+fn a_goroutine_without_roots_that_never_yields_does_not_stall_a_collection() {
+    let _s = serial();
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinning = Arc::new(AtomicBool::new(false));
+    let (stop2, spin2) = (stop.clone(), spinning.clone());
+    // The spinner is the runtime's main goroutine; the collections come from this thread.
+    let rt = std::thread::spawn(move || {
+        goro::Builder::new().max_procs(1).run(move || {
+            let held = node(5); // a counted handle: fine, it is no stack root
+            spin2.store(true, Ordering::Relaxed);
+            while !stop2.load(Ordering::Relaxed) {
+                std::hint::spin_loop(); // no safepoint at all
+            }
+            ok(&held, 5);
+        })
+    });
+    while !spinning.load(Ordering::Relaxed) {
+        std::thread::yield_now();
+    }
+    let start = std::time::Instant::now();
+    let before = gc::cycles();
+    collect_n(3);
+    let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    rt.join().unwrap();
+    assert!(gc::cycles() >= before + 3);
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "collections stalled for {took:?}"
+    );
+}
+
+#[test]
+fn roots_survive_migration() {
+    let _s = serial();
+    collect_n(2);
+    let before = DROPS.load(Ordering::Relaxed);
+    // SAFETY: these goroutines keep no thread-bound state across switches.
+    let b = unsafe { goro::Builder::new().max_procs(2).allow_migration() };
+    b.run(|| {
+        let hs: Vec<_> = (0..64u64)
+            .map(|i| {
+                goro::spawn(move || {
+                    root!(let r = list(i));
+                    for _ in 0..50 {
+                        goro::yield_now();
+                        drop(node(9));
+                        ok(&r, i);
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..5 {
+            gc::collect();
+        }
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    collect_n(3);
+    let freed = DROPS.load(Ordering::Relaxed) - before;
+    assert_eq!(freed, 64 * 2 + 64 * 50, "every object freed once");
+}
