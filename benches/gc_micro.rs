@@ -1,10 +1,12 @@
 //! Collector micro-benchmarks (criterion), each next to its Rust counterpart measured in the
 //! same run: a 48-byte `Gc::new` against `Box::new`, `Gc` clone+drop against `Arc`'s, and
-//! `GcCell::borrow_mut` outside a cycle against `RefCell::borrow_mut`.
+//! `GcCell::borrow_mut` outside a cycle against `RefCell::borrow_mut`, and a stack root
+//! (`root!`: make, read, drop) on a goroutine stack (uncounted) and on a plain thread (counted).
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use goro::gc::{Gc, GcCell};
+use goro::gc::{root, Gc, GcCell};
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::time::Instant;
 
 fn micro(c: &mut Criterion) {
     let mut g = c.benchmark_group("gc_micro");
@@ -21,6 +23,44 @@ fn micro(c: &mut Criterion) {
     let cell = GcCell::new(1u64);
     g.bench_function("gccell_borrow_mut", |b| {
         b.iter(|| *black_box(&cell).borrow_mut() += 1)
+    });
+    let h2 = h.clone();
+    g.bench_function("stack_root_goroutine", |b| {
+        b.iter_custom(|iters| {
+            let h = h2.clone();
+            goro::spawn(move || {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    root!(let r = black_box(&h));
+                    black_box(r[0]);
+                }
+                t.elapsed()
+            })
+            .join()
+            .unwrap()
+        })
+    });
+    let h3 = h.clone();
+    g.bench_function("gc_deref_goroutine", |b| {
+        b.iter_custom(|iters| {
+            let h = h3.clone();
+            goro::spawn(move || {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    let r: &Gc<[u64; 6]> = black_box(&h);
+                    black_box(r[0]);
+                }
+                t.elapsed()
+            })
+            .join()
+            .unwrap()
+        })
+    });
+    g.bench_function("stack_root_thread", |b| {
+        b.iter(|| {
+            root!(let r = black_box(&h));
+            black_box(r[0]);
+        })
     });
     g.finish();
 }

@@ -290,3 +290,61 @@ fn roots_survive_migration() {
     let freed = DROPS.load(Ordering::Relaxed) - before;
     assert_eq!(freed, 64 * 2 + 64 * 50, "every object freed once");
 }
+
+#[test]
+fn roots_of_goroutines_that_never_switch_out_are_scanned_where_they_stand() {
+    let _s = serial();
+    collect_n(2);
+    let before = DROPS.load(Ordering::Relaxed);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let (stop2, ready2) = (stop.clone(), ready.clone());
+    // Two Ps: one goroutine spins holding a root, one sleeps in `blocking` holding one.
+    let rt = std::thread::spawn(move || {
+        goro::Builder::new().max_procs(2).run(move || {
+            let (stop3, ready3) = (stop2.clone(), ready2.clone());
+            let sleeper = goro::spawn(move || {
+                root!(let r = list(500));
+                ready3.fetch_add(1, Ordering::Relaxed);
+                goro::blocking(|| {
+                    while !stop3.load(Ordering::Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                });
+                ok(&r, 500);
+                ok(r.next.borrow().as_ref().unwrap(), 501);
+            });
+            root!(let r = list(700));
+            ready2.fetch_add(1, Ordering::Relaxed);
+            while !stop2.load(Ordering::Relaxed) {
+                std::hint::spin_loop(); // no safepoint
+            }
+            ok(&r, 700);
+            ok(r.next.borrow().as_ref().unwrap(), 701);
+            sleeper.join().unwrap();
+        })
+    });
+    while ready.load(Ordering::Relaxed) < 2 {
+        std::thread::yield_now();
+    }
+    let start = std::time::Instant::now();
+    collect_n(4);
+    let took = start.elapsed();
+    assert_eq!(
+        DROPS.load(Ordering::Relaxed),
+        before,
+        "a rooted object was freed"
+    );
+    stop.store(true, Ordering::Relaxed);
+    rt.join().unwrap();
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "collections stalled for {took:?}"
+    );
+    collect_n(3);
+    assert_eq!(
+        DROPS.load(Ordering::Relaxed) - before,
+        4,
+        "both lists freed once"
+    );
+}

@@ -67,6 +67,7 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    #[inline]
     pub(crate) fn is_dead(&self) -> bool {
         self.count.load(Ordering::Acquire) & DEAD_BIT != 0
     }

@@ -1,43 +1,46 @@
 //! Stack roots: `root!`, a handle that lives on a goroutine's stack and costs no count, and
-//! the collector's half of the stack visit (finding those roots among a stack's words).
+//! the collector's half of the stack visit (finding those roots in a visited stack).
 //!
 //! ```text
 //!   goro::gc::root!(let r = &node.next);   // r: Root<'_, Node>, derefs to the Node
 //!
-//!   expands to (the slot's name is the macro's own: user code cannot move or forget it)
-//!   let slot;                                     // a RootSlot, in this frame
+//!   expands to (the slot's name is the macro's own: user code cannot name it)
+//!   let slot;                                     // a RootSlot, #[repr(C)], in this frame
 //!   let r = match &node.next { src => { slot = RootSlot::new(src); slot.arm() } };
 //!
-//!   arm(): home = stackscan::root_home(&slot)     // the slot header's roots word, if `slot`
-//!          Some(home): home += 1; light();         // lies on a goroutine stack
-//!                      if marking { shade }        // (uncounted: found by the stack visit)
-//!          None:       count += 1                  // plain thread, async state, own coroutine
-//!          black_box(&slot)                        // the address escapes: the pointer stays
-//!                                                  // in memory until the slot's drop
+//!   arm(): rooted = stackscan::root_home(&slot)   // the slot header's `rooted` word, if the
+//!          Some: slot = [ROOT_MAGIC][object]       // RootSlot lies on a goroutine stack
+//!                rooted = 1; light();              // (uncounted: found by the stack visit)
+//!                if marking { shade(object) }
+//!          None: count += 1                        // plain thread, async state on the heap,
+//!                                                  // the program's own coroutine stack
+//!          black_box(&slot)                        // the address escapes: the words stay in
+//!                                                  // memory until the drop
+//!   drop:  uncounted: magic = 0 (volatile)         counted: count -= 1
 //! ```
 //!
 //! # The invariant
 //! **Every object a stack root names is marked in every cycle that overlaps the root's life.**
-//! - A root made while a cycle marks shades its object at once (after `roots += 1` and the
-//!   light fence, so the visit's `roots == 0` shortcut is sound: `runtime::stackscan`).
-//! - A root made earlier is on its goroutine's stack when the cycle's visit (or the goroutine's
-//!   own M, at its next switch-out) scans it: the slot is in memory from `arm` to its drop,
-//!   because its address escaped (`black_box`), and every switch-out is an opaque call. The
-//!   scan is conservative: any word that points into an allocated slot of a span of the cycle's
-//!   snapshot shades that object (interior pointers included), so a garbage word can only keep
-//!   garbage one more cycle.
-//! - A root off every goroutine stack (a plain thread, an `async` block's state in a boxed
-//!   future, a coroutine stack of the program's own, a `Vec` — impossible: the slot cannot be
-//!   named, so not moved) holds a count instead, as a `Gc` does.
+//! - A root made while a cycle marks shades its object at once (after `rooted = 1` and the
+//!   light fence, so the visit's `rooted == 0` shortcut is sound: `runtime::stackscan`).
+//! - A root made earlier is in its goroutine's stack memory when the cycle's visit scans it:
+//!   parked (under the SCAN bit), at its next switch-out (by its M), or where it stands (a
+//!   `SIGURG` handler on its own thread, for one that does not switch out). The scan reads
+//!   `[ROOT_MAGIC][object]` pairs from the stack pointer to the top; the object word is
+//!   checked against the cycle's span snapshot (allocated slot, not DEAD) before it is
+//!   shaded, so a stale or forged magic can only keep garbage one more cycle.
+//! - A root off every goroutine stack holds a count instead, as a `Gc` does.
 //! - The object is alive when the root is made (the source handle is borrowed until `arm`
 //!   returns) and not DEAD (checked: a `Drop` running in a dead cycle gets a panic, not a root
 //!   to memory its batch will free).
 //!
-//! Rejected: a root as a counted handle with a `Pin` (no cheaper than `Gc::clone`, 4–5 ns);
-//! registering roots in a per-goroutine list (a store and a load per root and per drop on top
-//! of the counter, and the list itself would have to be scanned); `let r = root!(e)` as an
-//! expression (the slot would be a temporary whose final address the macro never sees, so the
-//! check "is it on a goroutine stack" would have to run at every deref).
+//! Rejected: a root as a counted handle with a `Pin` (no cheaper than `Gc::clone`, 4.2 ns);
+//! a conservative scan of every stack word (finds garbage pointers in dead slots of live
+//! frames, and cannot tell a goroutine whose roots are all gone: the magic word can, so the
+//! visit clears `rooted` and skips that stack from then on); a live-root count per goroutine
+//! (exact, but 2.6 ns per root: see `runtime::stackscan`); `let r = root!(e)` as an expression
+//! (the slot would be a temporary whose final address the macro never sees, so "is it on a
+//! goroutine stack" would have to be asked at every deref).
 
 use crate::collector;
 use crate::gc::{Gc, GcBox};
@@ -46,7 +49,7 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// Roots an object on the current stack for the rest of the enclosing block:
@@ -126,14 +129,24 @@ impl<T: std::fmt::Debug + 'static> std::fmt::Debug for Root<'_, T> {
 }
 
 /// The hidden local behind a `root!`. Not for direct use (hence the `__private` path).
+///
+/// Safe to misuse: a slot never armed holds nothing; a second `arm` panics; a slot moved
+/// after `arm` (safe code can move one it names) cannot be armed again, so nothing
+/// dereferences it (the copy left behind on the stack keeps the object alive a while
+/// longer, which is only conservative).
+#[repr(C)]
 pub struct RootSlot<T: 'static> {
+    /// What the slot is: `UNARMED`, `COUNTED` (off a goroutine stack: holds a count), or
+    /// `ROOT_MAGIC` (an uncounted root on a goroutine stack: what the stack visit looks for,
+    /// with the object in the next word). Written through raw pointers only: the scanner
+    /// reads it (by assembly) while the slot is shared.
+    magic: Cell<usize>,
     ptr: NonNull<GcBox<T>>,
-    /// The slot header word counting this goroutine's roots (uncounted root), or `None`.
-    home: Cell<Option<&'static AtomicUsize>>,
-    /// Holds a count (off a goroutine stack). Set by `arm`.
-    counted: Cell<bool>,
     _not_send: PhantomData<*const T>,
 }
+
+const UNARMED: usize = 0;
+const COUNTED: usize = 2;
 
 impl<T: 'static> RootSlot<T> {
     /// Not yet a root: the caller keeps `src` borrowed until `arm` returns.
@@ -143,9 +156,8 @@ impl<T: 'static> RootSlot<T> {
             Gc::<T>::dead();
         }
         RootSlot {
+            magic: Cell::new(UNARMED),
             ptr: src.box_ptr(),
-            home: Cell::new(None),
-            counted: Cell::new(false),
             _not_send: PhantomData,
         }
     }
@@ -153,36 +165,47 @@ impl<T: 'static> RootSlot<T> {
     /// Makes this slot, now in its final place, a root.
     #[inline]
     pub fn arm(&self) -> Root<'_, T> {
+        if self.magic.get() != UNARMED {
+            armed_twice();
+        }
         let me = self as *const RootSlot<T> as usize;
         match goro_runtime::stackscan::root_home(me) {
-            Some(home) => {
-                // Only this goroutine writes its slot's counter: a plain increment.
-                home.store(home.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                self.home.set(Some(home));
+            Some(rooted) => {
+                self.magic.set(goro_runtime::stackscan::ROOT_MAGIC);
+                // A plain store, no load: no dependency chain through the word.
+                rooted.store(1, Ordering::Relaxed);
                 goro_runtime::stackscan::light();
                 collector::on_new_handle(self.ptr.as_ptr() as *const Header);
             }
             None => {
                 // SAFETY: the source handle is borrowed by the caller, so the object is live.
                 std::mem::forget(unsafe { Gc::clone_from_raw(self.ptr) });
-                self.counted.set(true);
+                self.magic.set(COUNTED);
             }
         }
+        // The address escapes: the compiler keeps the slot's words in memory until the drop.
         std::hint::black_box(self);
         Root { slot: self }
     }
 }
 
+#[cold]
+fn armed_twice() -> ! {
+    panic!("goro: a root slot was armed twice (use `root!`)")
+}
+
 impl<T: 'static> Drop for RootSlot<T> {
     #[inline]
     fn drop(&mut self) {
-        if let Some(home) = self.home.get() {
-            // The pointer stays in the slot's memory up to here.
-            std::hint::black_box(&self.ptr);
-            home.store(home.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
-        } else if self.counted.get() {
+        match self.magic.get() {
+            // The scan must not find it any more (the memory becomes other locals' next).
+            // SAFETY: our own field, written as the word it is.
+            goro_runtime::stackscan::ROOT_MAGIC => unsafe {
+                std::ptr::write_volatile(self.magic.as_ptr(), UNARMED)
+            },
             // SAFETY: `arm` took a count for this slot; this gives it back.
-            drop(unsafe { Gc::from_raw_counted(self.ptr) });
+            COUNTED => drop(unsafe { Gc::from_raw_counted(self.ptr) }),
+            _ => {}
         }
     }
 }
@@ -237,20 +260,24 @@ impl SpanIndex {
         Some(s.slot(idx) as *const Header)
     }
 
-    /// Shades every object a word of `words` points into; `push` gets the newly grey ones.
+    /// Shades the object of every root in `words`; `push` gets the newly grey ones. Returns
+    /// how many roots there were.
     pub(crate) fn scan(
         &self,
         words: &goro_runtime::stackscan::StackWords,
         epoch: u8,
         mut push: impl FnMut(*const Header),
-    ) {
-        words.for_each_in(self.lo, self.hi - self.lo, |w| {
+    ) -> usize {
+        words.for_each_root(|w| {
+            if w.wrapping_sub(self.lo) >= self.hi - self.lo {
+                return;
+            }
             if let Some(h) = self.find(w) {
                 if collector::try_shade(h, epoch) {
                     push(h);
                 }
             }
-        });
+        })
     }
 }
 
@@ -258,19 +285,21 @@ impl SpanIndex {
 pub(crate) static INDEX: Mutex<Option<(u32, Arc<SpanIndex>)>> = Mutex::new(None);
 
 /// The scanner the runtime calls on an M whose goroutine switched out unscanned.
-pub(crate) fn scan_at_switch(cycle: u32, words: &goro_runtime::stackscan::StackWords) -> bool {
-    let mut done = false;
+pub(crate) fn scan_at_switch(
+    cycle: u32,
+    words: &goro_runtime::stackscan::StackWords,
+) -> Option<usize> {
+    let mut found = None;
     collector::shade_with(|t| {
         let idx = INDEX.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some((c, index)) = idx {
             if c == cycle {
                 let epoch = t.epoch;
                 let mut grey = Vec::new();
-                index.scan(words, epoch, |h| grey.push(h));
+                found = Some(index.scan(words, epoch, |h| grey.push(h)));
                 t.grey.extend(grey);
-                done = true;
             }
         }
     });
-    done
+    found
 }

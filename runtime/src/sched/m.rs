@@ -459,6 +459,7 @@ pub(crate) fn spawn_m(rt: &Runtime, pid: Option<usize>, spinning: bool) -> std::
 fn m_main(rt: Arc<Runtime>, m: Arc<M>, mut next: Option<(usize, bool)>) {
     let _fatal = PanicIsFatal(m.id);
     let _alt = AltStack::install();
+    crate::stackscan::record_m_thread(m.tag());
     pin::record_tls_block(&m);
     tls::set_current_m(&*m);
     loop {

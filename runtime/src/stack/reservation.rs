@@ -81,9 +81,10 @@ pub(crate) fn reserve(slot_size: usize) -> io::Result<Reservation> {
     // kernel backs it. Failure (a kernel without THP) is harmless and ignored.
     unsafe { libc::madvise(base, len, libc::MADV_NOHUGEPAGE) };
     let r = &REGIONS[idx];
+    // `len` last, with release: `find_slot`'s fast path reads region 0 without the count.
     r.base.store(base as usize, Ordering::Relaxed);
-    r.len.store(len, Ordering::Relaxed);
     r.slot_size.store(slot_size, Ordering::Relaxed);
+    r.len.store(len, Ordering::Release);
     REGION_COUNT.store(idx + 1, Ordering::Release);
     Ok(Reservation {
         base: base as usize,
@@ -97,8 +98,22 @@ pub(crate) fn reserve(slot_size: usize) -> io::Result<Reservation> {
 /// so the slot is found with a mask (the collector's stack roots call this on every root).
 #[inline]
 pub(crate) fn find_slot(addr: usize) -> Option<(usize, usize)> {
+    // Region 0 first, without the count (a program with one stack size has one region for
+    // its first 65,536 goroutines): its `len` is stored last, with release.
+    let r = &REGIONS[0];
+    let len = r.len.load(Ordering::Acquire);
+    let base = r.base.load(Ordering::Relaxed);
+    if addr.wrapping_sub(base) < len {
+        let size = r.slot_size.load(Ordering::Relaxed);
+        debug_assert!(size.is_power_of_two());
+        return Some((base + ((addr - base) & !(size - 1)), size));
+    }
+    find_slot_rest(addr)
+}
+
+fn find_slot_rest(addr: usize) -> Option<(usize, usize)> {
     let n = REGION_COUNT.load(Ordering::Acquire);
-    for r in &REGIONS[..n] {
+    for r in REGIONS[..n].iter().skip(1) {
         let base = r.base.load(Ordering::Relaxed);
         let len = r.len.load(Ordering::Relaxed);
         if addr >= base && addr - base < len {
