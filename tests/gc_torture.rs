@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use goro::gc::{self, Gc, GcMutex, Trace};
+use goro::gc::{self, root, Gc, GcMutex, Root, Trace};
 
 const MAX_NODES: usize = 1 << 27;
 
@@ -115,6 +115,27 @@ fn walk(n: &Gc<TNode>, depth: usize, rng: &mut Rng) {
     }
 }
 
+/// `walk` through stack roots: each level roots one kid and lets go of every counted handle
+/// to it first, so the roots on this goroutine's stack are what keeps the path alive when
+/// the graph is cut meanwhile (other goroutines cut edges while this one yields).
+fn walk_rooted(n: Root<'_, TNode>, depth: usize, rng: &mut Rng) {
+    n.verify();
+    if depth == 0 {
+        return;
+    }
+    let kids: Vec<_> = n.kids.lock().clone();
+    if kids.is_empty() {
+        return;
+    }
+    root!(let k = &kids[rng.below(kids.len())]);
+    drop(kids);
+    if rng.below(4) == 0 {
+        goro::yield_now();
+    }
+    walk_rooted(k, depth - 1, rng);
+    k.verify();
+}
+
 fn mutator(world: Gc<World>, seed: u64, until: Instant) -> u64 {
     let mut rng = Rng(seed | 1);
     let mut local: Vec<Gc<TNode>> = Vec::new();
@@ -169,6 +190,17 @@ fn mutator(world: Gc<World>, seed: u64, until: Instant) -> u64 {
                     *world.slots[rng.below(slots)].lock() = Some(n);
                 } else if let Some(n) = world.slots[rng.below(slots)].lock().take() {
                     local.push(n);
+                }
+            }
+            // Take a node out of the world, walk it through stack roots, put it back.
+            9 => {
+                let i = rng.below(slots);
+                let taken = world.slots[i].lock().take();
+                if let Some(t) = taken {
+                    root!(let r = &t);
+                    drop(t);
+                    walk_rooted(r, 8, &mut rng);
+                    *world.slots[i].lock() = Some(Root::to_gc(r));
                 }
             }
             // Walk and verify.
