@@ -4,7 +4,7 @@
 //! intact; afterwards all of them are freed.
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use goro::gc::{self, Gc, GcMutex, Trace};
+use goro::gc::{self, root, Gc, GcMutex, Root, Trace};
 
 static DROPS: AtomicUsize = AtomicUsize::new(0);
 /// The tests count drops: one at a time, each collecting its garbage before it ends.
@@ -151,8 +151,16 @@ fn parked_collection(n: usize) {
                 let rx = rx.clone();
                 let o = obj(i * 10);
                 goro::spawn(move || {
-                    rx.recv().unwrap();
-                    check(&o, i * 10);
+                    if i % 2 == 0 {
+                        rx.recv().unwrap();
+                        check(&o, i * 10);
+                    } else {
+                        // Odd ones: the object's only handle is a root on the parked stack.
+                        root!(let r = &o);
+                        drop(o);
+                        rx.recv().unwrap();
+                        check(&Root::to_gc(r), i * 10);
+                    }
                 })
             })
             .collect();
@@ -164,7 +172,8 @@ fn parked_collection(n: usize) {
         gc::collect();
         gc::collect();
         eprintln!(
-            "{n} parked goroutines: two forced cycles in {:?}",
+            "{n} parked goroutines (half of them holding their object only by a stack root): \
+             two forced cycles in {:?}",
             t.elapsed()
         );
         for _ in 0..n {

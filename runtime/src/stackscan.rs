@@ -3,12 +3,12 @@
 //! knows nothing of the collector beyond the function it registers (`set_scanner`).
 //!
 //! ```text
-//!   slot header (top 32 bytes of every slot, `stack::SLOT_HEADER`)
+//!   slot header (top 64 bytes of every slot, `stack::SLOT_HEADER`; words 0–4 shown)
 //!   ┌──────────┬──────────┬───────────────────────────────┬────────────────────────────┐
-//!   │ owner G  │ M tag    │ rooted: 1 once the goroutine   │ scanned: last cycle that   │
-//!   │          │          │ made a root; 0 after a scan    │ scanned this stack          │
+//!   │ owner G  │ M tag    │ rooted: 1 once the goroutine   │ scanned: last cycle that   │ running: 1 while
+//!   │          │          │ made a root; 0 after a scan    │ scanned this stack          │ an M runs it
 //!   │          │          │ that found none                │                             │
-//!   └──────────┴──────────┴───────────────────────────────┴────────────────────────────┘
+//!   └──────────┴──────────┴───────────────────────────────┴────────────────────────────┴──────────────
 //!   a root on the stack (the collector's `RootSlot`, `#[repr(C)]`):  [ROOT_MAGIC][object]…
 //!   its drop overwrites ROOT_MAGIC, so a scan finds exactly the live roots.
 //! ```

@@ -73,7 +73,8 @@ pub const RED_ZONE: usize = PAGE;
 /// std calls need far more than Go's 2 KiB (a caught panic ~5.4 KiB, a backtrace ~22 KiB).
 pub const DEFAULT_STACK_SIZE: usize = 256 << 10;
 
-/// Bytes at the very top of every slot kept out of the stack: the slot header, six words.
+/// Bytes at the very top of every slot kept out of the stack: the slot header, one cache line
+/// (so the M's and the collector's stores to it share no line with the stack's first frame).
 /// While a goroutine owns the slot:
 /// - word 0 is the goroutine's descriptor address and word 1 the tag of the M the goroutine is
 ///   bound to (`M::tag`, unique among the Ms of every runtime alive); both are 0 otherwise. At
@@ -81,12 +82,12 @@ pub const DEFAULT_STACK_SIZE: usize = 256 << 10;
 ///   through them;
 /// - word 2 (`rooted`) says the goroutine made a collector's stack root since a scan last
 ///   found none, word 3 is the collection cycle that last scanned it, and word 4 (`running`)
-///   is 1 while an M runs the goroutine (`crate::stackscan`); word 5 is unused. They are
+///   is 1 while an M runs the goroutine (`crate::stackscan`); words 5–7 are unused. They are
 ///   reset when a goroutine takes the slot.
 ///
 /// The header lives in the slot, not in the descriptor, because slot memory is never
 /// unmapped: the collector may read the header of any carved slot at any time.
-pub(crate) const SLOT_HEADER: usize = 48;
+pub(crate) const SLOT_HEADER: usize = 64;
 
 /// Where the stack of the slot ending at `hi` starts (its highest address; it grows down): right
 /// below the header.
