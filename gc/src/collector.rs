@@ -183,6 +183,8 @@ struct Ctl {
     /// A cycle was asked for (trigger or `collect()`), and whether it was forced.
     requested: bool,
     forced: bool,
+    /// Goroutines waiting in `collect`, unparked whenever the counters move.
+    waiters: Vec<goro_runtime::Goroutine>,
 }
 
 static CTL: Mutex<Ctl> = Mutex::new(Ctl {
@@ -191,6 +193,7 @@ static CTL: Mutex<Ctl> = Mutex::new(Ctl {
     finalized: 0,
     requested: false,
     forced: false,
+    waiters: Vec::new(),
 });
 static CTL_CV: Condvar = Condvar::new();
 static COLLECTOR: OnceLock<()> = OnceLock::new();
@@ -204,6 +207,14 @@ thread_local! {
 
 fn ctl() -> std::sync::MutexGuard<'static, Ctl> {
     CTL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Wakes everyone waiting on the counters: threads on the condvar, goroutines by unpark.
+fn notify(c: &mut Ctl) {
+    CTL_CV.notify_all();
+    for g in c.waiters.drain(..) {
+        g.unpark();
+    }
 }
 
 fn ensure_collector() {
@@ -246,37 +257,48 @@ fn request(forced: bool) -> u64 {
 /// call has swept, and its finalizers (the `Drop`s of what it collected) have run, unless called
 /// from such a `Drop`. A `Drop` that blocks does not hang the caller: after `DROP_WAIT` of
 /// waiting for them, `collect` says so on stderr and returns (the sweep is done; the rest of
-/// the `Drop`s run when they can). On a goroutine the wait lets its P run others
-/// (`goro::blocking`).
+/// the `Drop`s run when they can). On a goroutine the wait parks it, so its M runs the other
+/// goroutines bound to it meanwhile (the cycle may be waiting for one of them to switch out:
+/// waiting in `goro::blocking` would hold them all).
 pub fn collect() {
     crate::pacer::init();
     let target = request(true);
     let on_finalizer = ON_FINALIZER.with(|f| f.get());
-    goro_runtime::blocking(|| {
-        let mut c = ctl();
-        while c.swept < target {
-            c = CTL_CV.wait(c).unwrap_or_else(|e| e.into_inner());
-        }
-        if on_finalizer {
+    let me = goro_runtime::try_current();
+    let deadline = Instant::now() + DROP_WAIT;
+    let mut c = ctl();
+    loop {
+        let done = c.swept >= target && (on_finalizer || c.finalized >= target);
+        if done {
             return;
         }
-        let deadline = Instant::now() + DROP_WAIT;
-        while c.finalized < target {
-            let now = Instant::now();
-            if now >= deadline {
-                eprintln!(
-                    "goro: collect(): the Drops of collected objects have not finished after {} s \
-                     (a Drop that blocks?); returning with the cycle swept",
-                    DROP_WAIT.as_secs()
-                );
-                return;
-            }
-            c = CTL_CV
-                .wait_timeout(c, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        if c.swept >= target && Instant::now() >= deadline {
+            eprintln!(
+                "goro: collect(): the Drops of collected objects have not finished after {} s \
+                 (a Drop that blocks?); returning with the cycle swept",
+                DROP_WAIT.as_secs()
+            );
+            return;
         }
-    });
+        match &me {
+            Some(g) => {
+                c.waiters.push(g.clone());
+                drop(c);
+                // Woken by `notify`, or spuriously (park allows it), or by the timeout.
+                goro_runtime::park_timeout(Duration::from_millis(100));
+                c = ctl();
+            }
+            None => {
+                let wait = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
+                c = CTL_CV
+                    .wait_timeout(c, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+    }
 }
 
 /// How long `collect` waits for the `Drop`s of what its cycle collected.
@@ -310,7 +332,7 @@ fn collector_main() {
             let mut c = ctl();
             c.swept = u64::MAX / 2;
             c.finalized = u64::MAX / 2;
-            CTL_CV.notify_all();
+            notify(&mut c);
             return;
         }
     }
@@ -569,7 +591,7 @@ fn run_cycle(forced: bool) {
     {
         let mut c = ctl();
         c.swept = n;
-        CTL_CV.notify_all();
+        notify(&mut c);
     }
     finalize_later(n, dead, dead_bytes);
 }
@@ -708,7 +730,7 @@ fn mark_finalized(done: u64) {
     let mut c = ctl();
     if done > c.finalized {
         c.finalized = done;
-        CTL_CV.notify_all();
+        notify(&mut c);
     }
 }
 
