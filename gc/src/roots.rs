@@ -38,7 +38,8 @@
 //! a conservative scan of every stack word (finds garbage pointers in dead slots of live
 //! frames, and cannot tell a goroutine whose roots are all gone: the magic word can, so the
 //! visit clears `rooted` and skips that stack from then on); a live-root count per goroutine
-//! (exact, but 2.6 ns per root: see `runtime::stackscan`); `let r = root!(e)` as an expression
+//! (exact, no cheaper, and no help with a goroutine that holds roots and never switches out:
+//! see `runtime::stackscan`); `let r = root!(e)` as an expression
 //! (the slot would be a temporary whose final address the macro never sees, so "is it on a
 //! goroutine stack" would have to be asked at every deref).
 

@@ -66,10 +66,14 @@
 //! - A goroutine parked on a stack of its own making (a coroutine the program runs inside it)
 //!   has its whole slot, guard excluded, scanned: its frames in the slot may reach anywhere.
 //!
-//! Rejected, with numbers from `benches/gc_micro.rs` (`stack_root_goroutine`): a per-goroutine
-//! count of live roots (`+= 1` at creation, `-= 1` at drop) made "holds no roots" exact, but
-//! the two read-modify-writes on one word chain through store forwarding: 2.6 ns per root
-//! against 0.9 ns for the flag and the magic word. Each M scanning its own goroutines between
+//! Rejected: a per-goroutine count of live roots (`+= 1` at creation, `-= 1` at drop, the
+//! first version) made "holds no roots" exact for a running goroutine, so it needed no
+//! signal; but it cost the same as the flag (2.4–2.6 ns per root in `benches/gc_micro.rs`'s
+//! `stack_root_goroutine`, against 2.5 ns now: the loop is bound by its instruction count,
+//! not by the count's dependency chain), could not stop a goroutine that holds roots and
+//! never switches out from stalling the cycle, and a root slot moved after arming (safe code
+//! can move a local it names) had to remember its address to keep the count honest. Each M
+//! scanning its own goroutines between
 //! two of them (no descriptor hazard, since an M alone finishes its goroutines): an M inside
 //! `blocking`, asleep in the kernel or in a loop without safepoints would hold the cycle, and
 //! under `allow_migration` an M's goroutines change hands mid-walk. A descriptor registry
