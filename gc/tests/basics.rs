@@ -197,6 +197,48 @@ fn drop_that_reads_its_dead_cycle_panics_not_reads_freed_memory() {
     assert_eq!(SEEN.load(Ordering::Relaxed), 2);
 }
 
+#[derive(Trace)]
+struct PeekRoot {
+    other: GcCell<Option<Gc<PeekRoot>>>,
+    #[gc(skip)]
+    seen: &'static AtomicUsize,
+}
+
+impl Drop for PeekRoot {
+    fn drop(&mut self) {
+        // Roots another member of its dead cycle (whose memory its batch frees afterwards):
+        // making the root must panic, or the root would outlive what it names.
+        let o = self.other.borrow_mut().take();
+        if let Some(o) = o {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                goro_gc::root!(let r = &o);
+                r.seen.load(Ordering::Relaxed)
+            }));
+            if r.is_err() {
+                self.seen.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[test]
+fn drop_that_roots_its_dead_cycle_panics() {
+    let _s = serial();
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    let a = Gc::new(PeekRoot {
+        other: GcCell::new(None),
+        seen: &SEEN,
+    });
+    let b = Gc::new(PeekRoot {
+        other: GcCell::new(Some(a.clone())),
+        seen: &SEEN,
+    });
+    *a.other.borrow_mut() = Some(b.clone());
+    drop((a, b));
+    collect();
+    assert_eq!(SEEN.load(Ordering::Relaxed), 2);
+}
+
 static ESCAPED: Mutex<Vec<Gc<Escape>>> = Mutex::new(Vec::new());
 
 #[derive(Trace)]
