@@ -346,3 +346,71 @@ fn roots_of_goroutines_that_never_switch_out_are_scanned_where_they_stand() {
         "both lists freed once"
     );
 }
+
+/// A future pending until `open`, then ready (wakes the waiter it stored).
+struct Gate {
+    open: AtomicBool,
+    arrived: AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl std::future::Future for &Gate {
+    type Output = ();
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        *self.waker.lock().unwrap() = Some(cx.waker().clone());
+        self.arrived.store(true, Ordering::Release);
+        if self.open.load(Ordering::Acquire) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn a_root_held_across_an_await_in_block_on_is_on_the_parked_stack() {
+    let _s = serial();
+    collect_n(2);
+    let before = DROPS.load(Ordering::Relaxed);
+    let gate = Arc::new(Gate {
+        open: AtomicBool::new(false),
+        arrived: AtomicBool::new(false),
+        waker: std::sync::Mutex::new(None),
+    });
+    let g2 = gate.clone();
+    goro::Builder::new().max_procs(2).run(move || {
+        let h = goro::spawn(move || {
+            // The future is pinned in block_on's frame, on this goroutine's stack: the root
+            // inside it is uncounted, and the goroutine parks while the future is pending.
+            goro::block_on(async {
+                root!(let r = list(900));
+                (&*g2).await;
+                ok(&r, 900);
+                ok(r.next.borrow().as_ref().unwrap(), 901);
+            });
+        });
+        while !gate.arrived.load(Ordering::Acquire) {
+            goro::yield_now();
+        }
+        collect_n(3);
+        assert_eq!(
+            DROPS.load(Ordering::Relaxed),
+            before,
+            "a rooted object was freed"
+        );
+        gate.open.store(true, Ordering::Release);
+        if let Some(w) = gate.waker.lock().unwrap().take() {
+            w.wake();
+        }
+        h.join().unwrap();
+    });
+    collect_n(3);
+    assert_eq!(
+        DROPS.load(Ordering::Relaxed) - before,
+        2,
+        "the list freed once"
+    );
+}
