@@ -184,10 +184,20 @@ impl<T: 'static> RootSlot<T> {
                 self.magic.set(COUNTED);
             }
         }
-        // The address escapes: the compiler keeps the slot's words in memory until the drop.
-        std::hint::black_box(self);
+        escape(self as *const RootSlot<T> as *const u8);
         Root { slot: self }
     }
+}
+
+/// Lets `p` escape to code the compiler cannot see (an empty `asm!` that takes it and may read
+/// or write any memory): from here to the slot's drop, the slot's words are in memory at every
+/// call the compiler cannot see through, such as a goroutine's switch-out. `black_box` does
+/// the same, by storing the reference and passing its address.
+#[inline(always)]
+fn escape(p: *const u8) {
+    // SAFETY: the asm is empty: it reads and writes nothing; the input only stops the
+    // compiler from assuming otherwise.
+    unsafe { std::arch::asm!("/* {0} */", in(reg) p, options(nostack, preserves_flags)) };
 }
 
 #[cold]
@@ -198,15 +208,14 @@ fn armed_twice() -> ! {
 impl<T: 'static> Drop for RootSlot<T> {
     #[inline]
     fn drop(&mut self) {
-        match self.magic.get() {
+        let m = self.magic.get();
+        if m == goro_runtime::stackscan::ROOT_MAGIC {
             // The scan must not find it any more (the memory becomes other locals' next).
             // SAFETY: our own field, written as the word it is.
-            goro_runtime::stackscan::ROOT_MAGIC => unsafe {
-                std::ptr::write_volatile(self.magic.as_ptr(), UNARMED)
-            },
+            unsafe { std::ptr::write_volatile(self.magic.as_ptr(), UNARMED) }
+        } else if m == COUNTED {
             // SAFETY: `arm` took a count for this slot; this gives it back.
-            COUNTED => drop(unsafe { Gc::from_raw_counted(self.ptr) }),
-            _ => {}
+            drop(unsafe { Gc::from_raw_counted(self.ptr) });
         }
     }
 }
