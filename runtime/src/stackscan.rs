@@ -69,7 +69,7 @@
 //! Rejected: a per-goroutine count of live roots (`+= 1` at creation, `-= 1` at drop, the
 //! first version) made "holds no roots" exact for a running goroutine, so it needed no
 //! signal; but it cost the same as the flag (2.4–2.6 ns per root in `benches/gc_micro.rs`'s
-//! `stack_root_goroutine`, against 2.5 ns now: the loop is bound by its instruction count,
+//! `stack_root_goroutine`, against 2.5 ns for the flag then: the loop is bound by its instruction count,
 //! not by the count's dependency chain), could not stop a goroutine that holds roots and
 //! never switches out from stalling the cycle, and a root slot moved after arming (safe code
 //! can move a local it names) had to remember its address to keep the count honest. Each M
