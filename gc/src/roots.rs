@@ -14,7 +14,7 @@
 //!                if marking { shade(object) }
 //!          None: count += 1                        // plain thread, async state on the heap,
 //!                                                  // the program's own coroutine stack
-//!          black_box(&slot)                        // the address escapes: the words stay in
+//!          escape(&slot)                          // an empty asm takes the address: the words stay in
 //!                                                  // memory until the drop
 //!   drop:  uncounted: magic = 0 (volatile)         counted: count -= 1
 //! ```
