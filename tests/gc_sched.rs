@@ -171,11 +171,16 @@ fn parked_collection(n: usize) {
         let t = std::time::Instant::now();
         gc::collect();
         gc::collect();
+        let took = t.elapsed();
+        // The visit summed every goroutine's used stack, in pages: at least one each.
+        let inuse = goro::runtime::mem_stats().stack_inuse as usize;
         eprintln!(
             "{n} parked goroutines (half of them holding their object only by a stack root): \
-             two forced cycles in {:?}",
-            t.elapsed()
+             two forced cycles in {took:?}; stack_inuse {} KiB ({} B per goroutine)",
+            inuse / 1024,
+            inuse / n
         );
+        assert!(inuse >= n * 4096, "stack_inuse {inuse} for {n} goroutines");
         for _ in 0..n {
             tx.send(()).unwrap();
         }

@@ -571,6 +571,8 @@ fn run_cycle(forced: bool) {
     let marked = MARKED_BYTES.swap(0, Ordering::Relaxed);
     // Go's scannable stack bytes: what the visit found used (stack pointer to top).
     let stacks = visit.used_bytes;
+    STACK_INUSE.store(visit.inuse_bytes, Ordering::Relaxed);
+    STACK_VISITED.store(true, Ordering::Release);
     let report = CycleReport {
         n,
         forced,
@@ -596,12 +598,19 @@ fn run_cycle(forced: bool) {
     finalize_later(n, dead, dead_bytes);
 }
 
-/// Resident stack bytes are costly to count (mincore over every slot); a goroutine idles at
-/// one or two pages, so the pacer counts two pages per goroutine slot in use.
+/// `MemStats::stack_inuse`: what the last cycle's stack visit found (each goroutine's used
+/// stack in whole pages); before the first cycle, two pages per goroutine slot in use.
 pub(crate) fn stacks_estimate() -> usize {
+    if STACK_VISITED.load(Ordering::Acquire) {
+        return STACK_INUSE.load(Ordering::Relaxed);
+    }
     let (slots, bytes) = goro_runtime::stack::in_use();
     (slots * 8192).min(bytes)
 }
+
+/// The last stack visit's `inuse_bytes`, and whether there was one.
+static STACK_INUSE: AtomicUsize = AtomicUsize::new(0);
+static STACK_VISITED: AtomicBool = AtomicBool::new(false);
 
 fn drain(mark: &mut Tracer, retry: &mut Vec<*const Header>) {
     loop {

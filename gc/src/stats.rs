@@ -137,9 +137,10 @@ pub struct MemStats {
     pub mallocs: u64,
     /// Cumulative heap objects freed.
     pub frees: u64,
-    /// Bytes of goroutine stacks in use: two pages per goroutine (what an idle one keeps
-    /// resident), at most the slots' address space; `goro::stack::stats()` has the exact
-    /// resident figure, at the cost of a `mincore` walk.
+    /// Bytes of goroutine stacks in use, as the last cycle's visit of every goroutine stack
+    /// summed them (each one's used part, stack pointer to top, in whole pages); before the
+    /// first cycle, two pages per goroutine. `goro::stack::stats()` has the exact resident
+    /// figure, at the cost of a `mincore` walk.
     pub stack_inuse: u64,
     /// Heap size at which the next cycle aims to end (`u64::MAX` when GOGC is off).
     pub next_gc: u64,

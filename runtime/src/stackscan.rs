@@ -490,6 +490,9 @@ pub struct Visit {
     pub scanned_bytes: usize,
     /// Used stack (stack pointer to top) of the goroutines seen, at their last switch-out.
     pub used_bytes: usize,
+    /// The pages those used stacks span (each goroutine's used part rounded up to whole
+    /// pages, the slot header's page included): what their stacks need resident.
+    pub inuse_bytes: usize,
     /// Slots `(lo, hi, since)` whose goroutine may hold roots and was running or queued.
     pending: Vec<(usize, usize, Instant)>,
 }
@@ -581,8 +584,12 @@ impl Session {
         let top = stack::stack_top(hi);
         if first {
             let (sp, _) = g.parked_stack();
+            let page = stack::madvise::PAGE;
             if sp > lo && sp < top {
                 v.used_bytes += top - sp;
+                v.inuse_bytes += hi - (sp & !(page - 1));
+            } else {
+                v.inuse_bytes += page; // not started, or on a stack of its own: its top page
             }
         }
         if header_word(hi, 2).load(Ordering::Acquire) == 0 {
