@@ -24,7 +24,7 @@
 //! | `transition_to_running`      | M, before resuming     | none: waits while SCAN (a load)         |
 //! | `transition_to_waiting`      | M, after a park switch | RUNNABLE → WAITING, or consumes NOTIFIED|
 //! | `try_consume_token`          | the goroutine itself   | clears NOTIFIED                         |
-//! | `transition_to_notified`     | `unpark`, any thread   | WAITING → RUNNABLE, else sets NOTIFIED  |
+//! | `transition_to_notified`     | `unpark`, any thread   | WAITING → RUNNABLE, else (re)writes NOTIFIED |
 //! | `try_begin_scan`/`end_scan`  | collector, any thread  | WAITING → WAITING+SCAN → WAITING        |
 //! | `transition_to_dead`         | M, after the return    | RUNNABLE → DEAD                         |
 //!
@@ -275,7 +275,14 @@ impl G {
         let prev = self
             .update(|s| match G::status(s) {
                 WAITING => Some((s & !STATUS_MASK) | RUNNABLE),
-                _ if s & NOTIFIED != 0 => None,
+                // Already notified: still write (the same value), never just load. The
+                // waker's stores before this unpark (the flag the parker re-checks) must
+                // happen before the `try_consume_token` that clears the token: with a bare
+                // load this is the store-buffering pattern, and the parker can consume a
+                // stale token, read the flag stale and park for good while this unpark did
+                // nothing (tests/sched.rs hung one run in six that way). std's thread parker
+                // swaps on every unpark for the same reason.
+                _ if s & NOTIFIED != 0 => Some(s),
                 _ => Some(s | NOTIFIED),
             })
             .unwrap_or_else(|s| s);
@@ -660,6 +667,49 @@ mod tests {
                 // Token consumed: nobody queued it, and the token is gone.
                 assert_eq!(q, 0);
                 assert_eq!(s & NOTIFIED, 0);
+            }
+        });
+    }
+
+    /// `park_via`'s pattern (tests/sched.rs): the waker publishes a flag, then unparks; the
+    /// goroutine loops "flag set? else park", and a token from an earlier round is still
+    /// pending. The unpark that finds that token must still publish the flag to whoever
+    /// consumes it (the bug: it only loaded the word, and the goroutine consumed the stale
+    /// token, read the flag unset, and parked for good).
+    #[cfg(loom)]
+    #[test]
+    fn loom_stale_token_does_not_hide_a_published_flag() {
+        use loom::sync::atomic::AtomicBool as LBool;
+        loom::model(|| {
+            let g = LArc::new(g());
+            g.transition_to_notified(); // the stale token (the goroutine was running)
+            let flag = LArc::new(LBool::new(false));
+            let woke = LArc::new(LAtomic::new(0));
+            let (g2, f2, w2) = (g.clone(), flag.clone(), woke.clone());
+            let waker = loom::thread::spawn(move || {
+                f2.store(true, std::sync::atomic::Ordering::Release);
+                if g2.transition_to_notified() {
+                    w2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            let mut parked = false;
+            for _ in 0..2 {
+                if flag.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                if g.try_consume_token() {
+                    continue; // as park() returning at once: look at the flag again
+                }
+                parked = g.transition_to_waiting();
+                break;
+            }
+            waker.join().unwrap();
+            if parked {
+                assert_eq!(
+                    woke.load(std::sync::atomic::Ordering::SeqCst),
+                    1,
+                    "parked for good with the flag set: lost wake-up"
+                );
             }
         });
     }
