@@ -414,3 +414,57 @@ fn a_root_held_across_an_await_in_block_on_is_on_the_parked_stack() {
         "the list freed once"
     );
 }
+
+#[test]
+fn a_goroutine_queued_behind_an_m_in_blocking_does_not_hold_a_cycle() {
+    let _s = serial();
+    collect_n(2);
+    let before = DROPS.load(Ordering::Relaxed);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop2, ready2) = (stop.clone(), ready.clone());
+    let rt = std::thread::spawn(move || {
+        goro::Builder::new().max_procs(1).run(move || {
+            let (tx, rx) = goro::chan::bounded::<()>(1);
+            let a = goro::spawn(move || {
+                root!(let r = list(300));
+                rx.recv().unwrap();
+                ok(&r, 300);
+            });
+            goro::yield_now(); // a runs on this M (so is bound to it) and parks in recv
+            tx.send(()).unwrap(); // a is runnable, queued behind this M
+            ready2.store(true, Ordering::Release);
+            // This M now sits in `blocking`: only it may run `a`, so `a` cannot switch out.
+            let waited = goro::blocking(|| {
+                let t = std::time::Instant::now();
+                while !stop2.load(Ordering::Acquire) && t.elapsed().as_secs() < 20 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                t.elapsed()
+            });
+            a.join().unwrap();
+            waited
+        })
+    });
+    while !ready.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+    collect_n(3);
+    assert_eq!(
+        DROPS.load(Ordering::Relaxed),
+        before,
+        "a rooted object was freed"
+    );
+    stop.store(true, Ordering::Release);
+    let waited = rt.join().unwrap();
+    assert!(
+        waited.as_secs() < 20,
+        "the cycle waited for the goroutine queued behind `blocking`"
+    );
+    collect_n(3);
+    assert_eq!(
+        DROPS.load(Ordering::Relaxed) - before,
+        2,
+        "the list freed once"
+    );
+}

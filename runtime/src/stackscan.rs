@@ -3,12 +3,12 @@
 //! knows nothing of the collector beyond the function it registers (`set_scanner`).
 //!
 //! ```text
-//!   slot header (top 32 bytes of every slot, `stack::SLOT_HEADER`)
-//!   ┌──────────┬──────────┬───────────────────────────────┬────────────────────────────┐
-//!   │ owner G  │ M tag    │ rooted: 1 once the goroutine   │ scanned: last cycle that   │
-//!   │          │          │ made a root; 0 after a scan    │ scanned this stack          │
-//!   │          │          │ that found none                │                             │
-//!   └──────────┴──────────┴───────────────────────────────┴────────────────────────────┘
+//!   slot header (top 64 bytes of every slot, `stack::SLOT_HEADER`; words 0–4 shown)
+//!   ┌─────────┬─────────┬──────────────────────────┬────────────────────────┬─────────────┐
+//!   │ owner G │ M tag   │ rooted: 1 once the       │ scanned: last cycle    │ running: 1  │
+//!   │         │         │ goroutine made a root;   │ that scanned this      │ while an M  │
+//!   │         │         │ 0 after a scan found none│ stack                  │ runs it     │
+//!   └─────────┴─────────┴──────────────────────────┴────────────────────────┴─────────────┘
 //!   a root on the stack (the collector's `RootSlot`, `#[repr(C)]`):  [ROOT_MAGIC][object]…
 //!   its drop overwrites ROOT_MAGIC, so a scan finds exactly the live roots.
 //! ```
@@ -24,20 +24,19 @@
 //!    running or queued is left *pending*.
 //! 3. A pending goroutine is scanned by its own M when it next switches out (`at_switch_out`:
 //!    before the park commits or the yield is filed, so the stack is quiescent), or by
-//!    `Session::retry` once it parks; sysmon asks running Ps to yield meanwhile. One still
+//!    `Session::retry`: once it parks, or, if it is runnable but not running (queued; or
+//!    bound to an M that is inside `blocking`, which must not wait for it), under SCAN set by
+//!    `try_begin_scan_runnable` and checked against the header's `running` word after one
+//!    `heavy()` for the batch (the M stores `running = 1` before its SCAN check at resume).
+//!    Sysmon asks running Ps to yield meanwhile. One still
 //!    running after `SIGNAL_AFTER` is scanned where it stands: `SIGURG` to its M's thread,
 //!    whose handler (on the M's alternate signal stack) copies the objects of the live roots
 //!    between the interrupted stack pointer and the top into a buffer the visit gave it. So
 //!    a loop without safepoints, `blocking`, or a thread asleep in the kernel never holds a
-//!    cycle up for long. A goroutine that is queued (not running) behind an M that is inside
-//!    `blocking` is the one wait left: only that M may resume it, so the cycle waits for the
-//!    call to return. Hence `collect()` on a goroutine parks instead of waiting in `blocking`
-//!    (the first version did, and deadlocked with a woken goroutine of its own M).
-//!
-//!    Rejected for that case: setting SCAN on a RUNNABLE goroutine and checking a `running`
-//!    word the M stores around each resume (after one `heavy()`): correct, but two more
-//!    stores on every switch, and the timing change made a latent lost wake-up in the
-//!    migration path of `tests/sched.rs` show up in half the runs instead of one in six.
+//!    cycle up for long, and neither do the goroutines queued behind such an M. (`collect()`
+//!    on a goroutine parks rather than waiting in `blocking` all the same: its M can then run
+//!    the goroutines the cycle waits for, which is cheaper than scanning them by SCAN.)
+//!    The cost on the scheduler: two plain stores to the slot header per switch (`running`).
 //! 4. `Session`'s drop: `SCAN_CYCLE = 0`, `SCANNING -= 1`, and descriptors whose freeing was
 //!    deferred meanwhile are freed.
 //!
@@ -212,14 +211,30 @@ fn suspended_range(lo: usize, hi: usize, sp: usize) -> StackWords {
     StackWords { from, to: top }
 }
 
-/// Step 3, on the goroutine's M right after it switched out with a yield or a park.
+/// On the M, before it resumes `g`: `running = 1`, then (in `transition_to_running`) the
+/// SCAN check; the collector's side is `try_begin_scan_runnable`, `heavy()`, a load of
+/// `running`.
+#[inline]
+pub(crate) fn before_resume(g: &G) {
+    let slot = g.stack();
+    if slot.is_taken() {
+        header_word(slot.hi(), 4).store(1, Ordering::Relaxed);
+        light();
+    }
+}
+
+/// Step 3, on the goroutine's M right after it switched out with a yield or a park; then
+/// `running = 0` (release: the goroutine's writes to its stack come before).
 #[inline]
 pub(crate) fn at_switch_out(g: &G) {
     let slot = g.stack();
-    if !slot.is_taken() || header_word(slot.hi(), 2).load(Ordering::Relaxed) == 0 {
+    if !slot.is_taken() {
         return;
     }
-    scan_switched_out(g);
+    if header_word(slot.hi(), 2).load(Ordering::Relaxed) != 0 {
+        scan_switched_out(g);
+    }
+    header_word(slot.hi(), 4).store(0, Ordering::Release);
 }
 
 #[cold]
@@ -531,9 +546,12 @@ impl Session {
         v
     }
 
-    /// Step 3: the pending goroutines again (with a signal for those pending longer than
-    /// `SIGNAL_AFTER`). Returns how many remain.
+    /// Step 3: the pending goroutines again: parked ones under SCAN; runnable ones that are
+    /// not running (queued, or behind an M inside `blocking`) under SCAN after one `heavy()`
+    /// for all of them; those still running after `SIGNAL_AFTER`, by a signal. Returns how
+    /// many remain.
     pub fn retry(&self, v: &mut Visit, scan: &mut dyn FnMut(&StackWords) -> usize) -> usize {
+        let mut runnable = Vec::new();
         for (lo, hi, since) in std::mem::take(&mut v.pending) {
             let owner = header_word(hi, 0).load(Ordering::Acquire);
             if owner == 0 {
@@ -541,23 +559,76 @@ impl Session {
             }
             let before = v.pending.len();
             self.visit_slot(lo, hi, owner, since, scan, v, false);
-            if v.pending.len() > before && since.elapsed() >= SIGNAL_AFTER {
-                let tag = header_word(hi, 1).load(Ordering::Acquire);
-                if let Some(pairs) = signal_scan(lo, hi, tag) {
+            if v.pending.len() > before {
+                // SAFETY: as in `visit_slot`: read from the header during the session.
+                let g: &G = unsafe { &*(owner as *const G) };
+                if g.try_begin_scan_runnable() {
+                    v.pending.pop();
+                    runnable.push((lo, hi, since, owner));
+                }
+            }
+        }
+        if !runnable.is_empty() {
+            crate::membarrier::heavy();
+        }
+        for (lo, hi, since, owner) in runnable {
+            // SAFETY: as above.
+            let g: &G = unsafe { &*(owner as *const G) };
+            let slot = g.stack();
+            let ours = slot.is_taken()
+                && slot.hi() == hi
+                && header_word(hi, 0).load(Ordering::Acquire) == owner;
+            if ours && header_word(hi, 4).load(Ordering::Acquire) == 0 {
+                // Not running, and it cannot start while SCAN is held: quiescent.
+                self.scan_suspended(lo, hi, g, scan, v);
+                g.end_scan();
+                continue;
+            }
+            g.end_scan();
+            if !ours {
+                continue;
+            }
+            if since.elapsed() < SIGNAL_AFTER {
+                v.pending.push((lo, hi, since));
+                continue;
+            }
+            let tag = header_word(hi, 1).load(Ordering::Acquire);
+            match signal_scan(lo, hi, tag) {
+                Some(pairs) => {
                     let p = pairs.as_ptr() as usize;
                     scan(&StackWords {
                         from: p,
                         to: p + pairs.len() * 8,
                     });
                     header_word(hi, 3).store(self.cycle as usize, Ordering::Release);
-                    v.pending.pop();
                     v.scanned += 1;
                     v.signalled += 1;
                 }
+                None => v.pending.push((lo, hi, since)),
             }
         }
         WANT_PREEMPT.store(!v.pending.is_empty(), Ordering::Relaxed);
         v.pending.len()
+    }
+
+    /// Scans the stack of `g`, which owns `[lo, hi)` and cannot run (the caller holds SCAN
+    /// and knows it is not running).
+    fn scan_suspended(
+        &self,
+        lo: usize,
+        hi: usize,
+        g: &G,
+        scan: &mut dyn FnMut(&StackWords) -> usize,
+        v: &mut Visit,
+    ) {
+        let (sp, _) = g.parked_stack();
+        let words = suspended_range(lo, hi, sp);
+        v.scanned_bytes += words.len();
+        if scan(&words) == 0 {
+            header_word(hi, 2).store(0, Ordering::Relaxed);
+        }
+        header_word(hi, 3).store(self.cycle as usize, Ordering::Release);
+        v.scanned += 1;
     }
 
     /// Asks sysmon to make running goroutines yield at their next preemption point.
@@ -611,14 +682,7 @@ impl Session {
         let slot = g.stack();
         if slot.is_taken() && slot.hi() == hi && header_word(hi, 0).load(Ordering::Acquire) == owner
         {
-            let (sp, _) = g.parked_stack();
-            let words = suspended_range(lo, hi, sp);
-            v.scanned_bytes += words.len();
-            if scan(&words) == 0 {
-                header_word(hi, 2).store(0, Ordering::Relaxed);
-            }
-            header_word(hi, 3).store(c, Ordering::Release);
-            v.scanned += 1;
+            self.scan_suspended(lo, hi, g, scan, v);
         }
         g.end_scan();
     }

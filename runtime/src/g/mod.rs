@@ -26,12 +26,16 @@
 //! | `try_consume_token`          | the goroutine itself   | clears NOTIFIED                         |
 //! | `transition_to_notified`     | `unpark`, any thread   | WAITING → RUNNABLE, else (re)writes NOTIFIED |
 //! | `try_begin_scan`/`end_scan`  | collector, any thread  | WAITING → WAITING+SCAN → WAITING        |
+//! | `try_begin_scan_runnable`    | collector, any thread  | RUNNABLE → RUNNABLE+SCAN (see below)    |
 //! | `transition_to_dead`         | M, after the return    | RUNNABLE → DEAD                         |
 //!
 //! There is no RUNNING status: whether a RUNNABLE goroutine is queued or running is known to
-//! whoever holds its scheduling reference (a queue or an M), and nothing else needs it. That
-//! saves a compare-and-swap per schedule: resuming is a load that checks SCAN, which can only
-//! be set on a WAITING goroutine (so it is never set anew under a running one).
+//! whoever holds its scheduling reference (a queue or an M), and the collector's stack visit,
+//! which needs it, reads the slot header's `running` word instead (stored by the M, plain,
+//! around each resume). That saves a compare-and-swap per schedule: resuming is a load that
+//! checks SCAN. SCAN set on a RUNNABLE goroutine (`try_begin_scan_runnable`) may land under a
+//! running one; the collector then sees `running == 1` and clears it without touching the
+//! stack, and nothing the running goroutine does looks at SCAN (a park keeps the bit).
 //!
 //! Park protocol (no lost wake-up): the goroutine first tries to consume a pending token. If
 //! there is none it records its stack pointer and switches to its M; only then, with the stack
@@ -230,7 +234,8 @@ impl G {
     }
 
     /// Before resuming: waits until no one scans the stack. An unpark can make a G RUNNABLE
-    /// while the collector still holds SCAN from its WAITING days; SCAN is never set on a
+    /// while the collector still holds SCAN from its WAITING days, or the stack visit can set
+    /// it on a queued one. Apart from that transient case (see the module comment) SCAN is never set on a
     /// RUNNABLE G, so once this load sees it clear it stays clear while the G runs. Acquire
     /// pairs with `end_scan`, so the collector's work on the stack happens before we run on it.
     pub(crate) fn transition_to_running(&self) {
@@ -294,12 +299,23 @@ impl G {
             .is_ok()
     }
 
+    /// The collector's stack visit on a goroutine that is RUNNABLE (queued, or running):
+    /// sets SCAN unless it is finished or already held. The caller then checks the slot's
+    /// `running` word after `membarrier::heavy()` and touches the stack only if it is 0: an M
+    /// that stored `running = 1` before this CAS is seen; one that stores it after sees SCAN
+    /// in `transition_to_running` and waits (`crate::stackscan`).
+    pub(crate) fn try_begin_scan_runnable(&self) -> bool {
+        self.update(|s| (G::status(s) == RUNNABLE && s & SCAN == 0).then_some(s | SCAN))
+            .is_ok()
+    }
+
     pub(crate) fn end_scan(&self) {
         self.state.fetch_and(!SCAN, Ordering::AcqRel);
     }
 
-    /// A plain store: only the M running the G writes its status while it runs, SCAN is never
-    /// set then, and a NOTIFIED bit an `unpark` races in means nothing to a dead goroutine.
+    /// A plain store: only the M running the G writes its status while it runs, a SCAN the
+    /// collector set meanwhile is one it will drop (it sees `running`, then DEAD), and a
+    /// NOTIFIED bit an `unpark` races in means nothing to a dead goroutine.
     pub(crate) fn transition_to_dead(&self) {
         debug_assert_eq!(G::status(self.state.load(Ordering::Relaxed)), RUNNABLE);
         self.state.store(DEAD, Ordering::Release);

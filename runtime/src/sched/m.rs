@@ -1338,6 +1338,8 @@ fn execute(rt: &Runtime, m: &M, g: GRef, inherit: bool) -> *const P {
             return tls::current_p();
         }
     }
+    // `running = 1` before the SCAN check, for the collector's visit of runnable goroutines.
+    crate::stackscan::before_resume(&g);
     g.transition_to_running();
     tls::set_current_g(Some(&g));
     let p = current_p();

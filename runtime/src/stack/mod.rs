@@ -73,19 +73,21 @@ pub const RED_ZONE: usize = PAGE;
 /// std calls need far more than Go's 2 KiB (a caught panic ~5.4 KiB, a backtrace ~22 KiB).
 pub const DEFAULT_STACK_SIZE: usize = 256 << 10;
 
-/// Bytes at the very top of every slot kept out of the stack: the slot header, four words.
+/// Bytes at the very top of every slot kept out of the stack: the slot header, one cache line
+/// (so the M's and the collector's stores to it share no line with the stack's first frame).
 /// While a goroutine owns the slot:
 /// - word 0 is the goroutine's descriptor address and word 1 the tag of the M the goroutine is
 ///   bound to (`M::tag`, unique among the Ms of every runtime alive); both are 0 otherwise. At
 ///   shutdown each M finds the goroutines bound to it that no queue holds (parked ones)
 ///   through them;
-/// - word 2 counts the collector's stack roots alive in the slot (written only by the
-///   goroutine itself) and word 3 is the collection cycle that last scanned it
-///   (`crate::stackscan`). Both start at 0 when a goroutine takes the slot.
+/// - word 2 (`rooted`) says the goroutine made a collector's stack root since a scan last
+///   found none, word 3 is the collection cycle that last scanned it, and word 4 (`running`)
+///   is 1 while an M runs the goroutine (`crate::stackscan`); words 5–7 are unused. They are
+///   reset when a goroutine takes the slot.
 ///
 /// The header lives in the slot, not in the descriptor, because slot memory is never
 /// unmapped: the collector may read the header of any carved slot at any time.
-pub(crate) const SLOT_HEADER: usize = 32;
+pub(crate) const SLOT_HEADER: usize = 64;
 
 /// Where the stack of the slot ending at `hi` starts (its highest address; it grows down): right
 /// below the header.
@@ -102,8 +104,8 @@ pub(crate) fn stack_top(hi: usize) -> usize {
     hi - SLOT_HEADER
 }
 
-/// Word `i` (0: owner, 1: M tag, 2: stack roots, 3: scanned cycle) of the header of the slot
-/// ending at `hi`.
+/// Word `i` (0: owner, 1: M tag, 2: rooted, 3: scanned cycle, 4: running) of the header of
+/// the slot ending at `hi`.
 pub(crate) fn header_word(hi: usize, i: usize) -> &'static std::sync::atomic::AtomicUsize {
     // SAFETY: `[hi - SLOT_HEADER, hi)` of a carved slot is mapped read-write for the life of
     // the process (reservations are never unmapped), aligned, and used only as these atomics
@@ -220,6 +222,8 @@ impl StackSlot {
     pub(crate) fn set_owner(&self, g: usize, tag: usize) {
         header_word(self.hi(), 2).store(0, std::sync::atomic::Ordering::Relaxed);
         header_word(self.hi(), 3).store(0, std::sync::atomic::Ordering::Relaxed);
+        // Taken by a goroutine that is about to run on it (before the owner is published).
+        header_word(self.hi(), 4).store(1, std::sync::atomic::Ordering::Relaxed);
         set_owner(self.hi(), g, tag);
     }
 }
