@@ -146,11 +146,14 @@ fn parked_collection(n: usize) {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     goro::Builder::new().max_procs(2).run(move || {
         let (tx, rx) = goro::chan::bounded::<()>(0);
+        let started = std::sync::Arc::new(AtomicUsize::new(0));
         let hs: Vec<_> = (0..n as u64)
             .map(|i| {
                 let rx = rx.clone();
                 let o = obj(i * 10);
+                let started = started.clone();
                 goro::spawn(move || {
+                    started.fetch_add(1, Ordering::Relaxed);
                     if i % 2 == 0 {
                         rx.recv().unwrap();
                         check(&o, i * 10);
@@ -164,8 +167,9 @@ fn parked_collection(n: usize) {
                 })
             })
             .collect();
-        // All spawned (most parked on the channel), each holding its own two-object cycle.
-        while goro::num_goroutine() < n + 1 {
+        // All started (so each has a stack; most parked on the channel), each holding its own
+        // two-object cycle.
+        while started.load(Ordering::Relaxed) < n {
             goro::yield_now();
         }
         let t = std::time::Instant::now();

@@ -250,42 +250,37 @@ pub(crate) fn set_owner_tag(slot: SlotAddr, g: usize, tag: usize) {
 }
 
 /// Calls `f` with the owner recorded in every carved slot whose header carries `tag` (the M
-/// the goroutine is bound to, `M::tag`). Only slots whose top page is resident are read (an
-/// owned slot's header was written, so its page is resident; reading the others would fault
-/// zero pages in for nothing). Slots with other tags may change owner meanwhile: their
-/// headers are only compared, as atomics. The caller must make sure the owners tagged `tag`
+/// the goroutine is bound to, `M::tag`). Slots with other tags may change owner meanwhile:
+/// their headers are only compared, as atomics. The caller must make sure the owners tagged `tag`
 /// do not change meanwhile (it is that M, which alone finishes them).
 pub(crate) fn for_each_owner(tag: usize, mut f: impl FnMut(usize)) {
-    let mut map = Vec::new();
-    for (lo, hi, size) in pool::carved_slot_ranges() {
-        let mut a = lo;
-        while a < hi {
-            // One `mincore` per chunk of up to 4,096 slots; then the top page of each.
-            let n = ((hi - a) / size).min(4096);
-            if madvise::resident_map(a, a + n * size, &mut map) {
-                for i in 0..n {
-                    if map[(i + 1) * size / PAGE - 1] & 1 == 0 {
-                        continue;
-                    }
-                    let hi = a + (i + 1) * size;
-                    if header_word(hi, 1).load(std::sync::atomic::Ordering::Acquire) != tag {
-                        continue;
-                    }
-                    let g = header_word(hi, 0).load(std::sync::atomic::Ordering::Acquire);
-                    if g != 0 {
-                        f(g);
-                    }
-                }
-            }
-            a += n * size;
+    for_each_resident_slot(|_, hi| {
+        // The tag first: once it is ours, the owner cannot change under us.
+        if header_word(hi, 1).load(std::sync::atomic::Ordering::Acquire) != tag {
+            return;
         }
-    }
+        let g = header_word(hi, 0).load(std::sync::atomic::Ordering::Acquire);
+        if g != 0 {
+            f(g);
+        }
+    });
 }
 
 /// Calls `f(lo, hi, owner)` for every carved slot with an owner, whatever M it is bound to.
-/// Reads only slots whose top page is resident, as `for_each_owner` does; the owners may
-/// change meanwhile (the caller deals with that: `crate::stackscan`).
+/// The owners may change meanwhile (the caller deals with that: `crate::stackscan`).
 pub(crate) fn for_each_owned_slot(mut f: impl FnMut(usize, usize, usize)) {
+    for_each_resident_slot(|lo, hi| {
+        let g = header_word(hi, 0).load(std::sync::atomic::Ordering::Acquire);
+        if g != 0 {
+            f(lo, hi, g);
+        }
+    });
+}
+
+/// Calls `f(lo, hi)` for every carved slot whose top page is resident: one `mincore` per
+/// chunk of up to 4,096 slots. An owned slot's header was written, so its page is resident;
+/// reading the others' headers would fault zero pages in for nothing.
+fn for_each_resident_slot(mut f: impl FnMut(usize, usize)) {
     let mut map = Vec::new();
     for (lo, hi, size) in pool::carved_slot_ranges() {
         let mut a = lo;
@@ -293,13 +288,9 @@ pub(crate) fn for_each_owned_slot(mut f: impl FnMut(usize, usize, usize)) {
             let n = ((hi - a) / size).min(4096);
             if madvise::resident_map(a, a + n * size, &mut map) {
                 for i in 0..n {
-                    if map[(i + 1) * size / PAGE - 1] & 1 == 0 {
-                        continue;
-                    }
-                    let slot_hi = a + (i + 1) * size;
-                    let g = header_word(slot_hi, 0).load(std::sync::atomic::Ordering::Acquire);
-                    if g != 0 {
-                        f(slot_hi - size, slot_hi, g);
+                    if map[(i + 1) * size / PAGE - 1] & 1 != 0 {
+                        let slot_hi = a + (i + 1) * size;
+                        f(slot_hi - size, slot_hi);
                     }
                 }
             }
