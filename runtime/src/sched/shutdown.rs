@@ -237,6 +237,8 @@ fn keep_forever(g: GRef) {
 
 /// Force-unwinds the started goroutine `g`, bound to `m` (this thread's M), and finishes it.
 fn unwind_one(m: &M, g: GRef) {
+    // It runs again (its destructors): the collector's stack visit must see it running.
+    crate::stackscan::before_resume(&g);
     g.transition_to_running();
     {
         let _current = CurrentG::set(&g);
