@@ -268,13 +268,24 @@ pub(crate) fn for_each_owner(tag: usize, mut f: impl FnMut(usize)) {
 
 /// Calls `f(lo, hi, owner)` for every carved slot with an owner, whatever M it is bound to.
 /// The owners may change meanwhile (the caller deals with that: `crate::stackscan`).
+///
+/// It reads every carved slot's header, without `mincore`: the collector does this every
+/// cycle, and `mincore` over the carved range (the pool carves ahead: 4,096 slots are 1 GiB of
+/// address space) took 0.5 ms a cycle with one goroutine alive, a third of a small cycle. A
+/// freed slot keeps its top page (`pool.rs`), so the loads hit resident pages; one whose page
+/// was given back maps the shared zero page, once.
 pub(crate) fn for_each_owned_slot(mut f: impl FnMut(usize, usize, usize)) {
-    for_each_resident_slot(|lo, hi| {
-        let g = header_word(hi, 0).load(std::sync::atomic::Ordering::Acquire);
-        if g != 0 {
-            f(lo, hi, g);
+    for (lo, hi, size) in pool::carved_slot_ranges() {
+        let mut a = lo;
+        while a < hi {
+            let slot_hi = a + size;
+            let g = header_word(slot_hi, 0).load(std::sync::atomic::Ordering::Acquire);
+            if g != 0 {
+                f(a, slot_hi, g);
+            }
+            a += size;
         }
-    });
+    }
 }
 
 /// Calls `f(lo, hi)` for every carved slot whose top page is resident: one `mincore` per
