@@ -15,8 +15,8 @@
 //!
 //! # The cycle's visit, numbered
 //! 1. `begin(c)`: `SCANNING += 1`, `SCAN_CYCLE = c`, then `membarrier::heavy()`.
-//! 2. `Session::visit` walks every carved slot with an owner (the mincore'd top page says which
-//!    are resident). A goroutine whose `rooted` word is 0 holds no root the cycle must find
+//! 2. `Session::visit` reads the header of every carved slot (`stack::for_each_owned_slot`,
+//!    no `mincore`: see there). A goroutine whose `rooted` word is 0 holds no root the cycle must find
 //!    (below): only its used stack is recorded. Otherwise, unless `scanned == c`:
 //!    `try_begin_scan` on its descriptor (WAITING → WAITING+SCAN: it cannot resume meanwhile),
 //!    a check that the slot is still its own, the scanner over `[sp − switch frames, top)`,
