@@ -495,14 +495,6 @@ fn signal_scan(lo: usize, hi: usize, tag: usize) -> Option<Vec<usize>> {
 pub struct Visit {
     /// Goroutines with a stack.
     pub goroutines: usize,
-    /// Of those, goroutines that had made stack roots (not all still held).
-    pub with_roots: usize,
-    /// Stacks scanned (by this visit, or already by their M, this cycle).
-    pub scanned: usize,
-    /// Stacks scanned with a signal.
-    pub signalled: usize,
-    /// Bytes scanned by this visit.
-    pub scanned_bytes: usize,
     /// Used stack (stack pointer to top) of the goroutines seen, at their last switch-out.
     pub used_bytes: usize,
     /// The pages those used stacks span (each goroutine's used part rounded up to whole
@@ -580,7 +572,7 @@ impl Session {
                 && header_word(hi, 0).load(Ordering::Acquire) == owner;
             if ours && header_word(hi, 4).load(Ordering::Acquire) == 0 {
                 // Not running, and it cannot start while SCAN is held: quiescent.
-                self.scan_suspended(lo, hi, g, scan, v);
+                self.scan_suspended(lo, hi, g, scan);
                 g.end_scan();
                 continue;
             }
@@ -601,8 +593,6 @@ impl Session {
                         to: p + pairs.len() * 8,
                     });
                     header_word(hi, 3).store(self.cycle as usize, Ordering::Release);
-                    v.scanned += 1;
-                    v.signalled += 1;
                 }
                 None => v.pending.push((lo, hi, since)),
             }
@@ -619,16 +609,13 @@ impl Session {
         hi: usize,
         g: &G,
         scan: &mut dyn FnMut(&StackWords) -> usize,
-        v: &mut Visit,
     ) {
         let (sp, _) = g.parked_stack();
         let words = suspended_range(lo, hi, sp);
-        v.scanned_bytes += words.len();
         if scan(&words) == 0 {
             header_word(hi, 2).store(0, Ordering::Relaxed);
         }
         header_word(hi, 3).store(self.cycle as usize, Ordering::Release);
-        v.scanned += 1;
     }
 
     /// Asks sysmon to make running goroutines yield at their next preemption point.
@@ -666,11 +653,7 @@ impl Session {
         if header_word(hi, 2).load(Ordering::Acquire) == 0 {
             return;
         }
-        if first {
-            v.with_roots += 1;
-        }
         if header_word(hi, 3).load(Ordering::Acquire) == c {
-            v.scanned += 1;
             return;
         }
         if !g.try_begin_scan() {
@@ -682,7 +665,7 @@ impl Session {
         let slot = g.stack();
         if slot.is_taken() && slot.hi() == hi && header_word(hi, 0).load(Ordering::Acquire) == owner
         {
-            self.scan_suspended(lo, hi, g, scan, v);
+            self.scan_suspended(lo, hi, g, scan);
         }
         g.end_scan();
     }
