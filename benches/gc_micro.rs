@@ -6,7 +6,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use goro::gc::{root, Gc, GcCell};
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn micro(c: &mut Criterion) {
     let mut g = c.benchmark_group("gc_micro");
@@ -27,33 +27,23 @@ fn micro(c: &mut Criterion) {
     let h2 = h.clone();
     g.bench_function("stack_root_goroutine", |b| {
         b.iter_custom(|iters| {
-            let h = h2.clone();
-            goro::spawn(move || {
-                let t = Instant::now();
+            on_goroutine(h2.clone(), move |h| {
                 for _ in 0..iters {
-                    root!(let r = black_box(&h));
+                    root!(let r = black_box(h));
                     black_box(r[0]);
                 }
-                t.elapsed()
             })
-            .join()
-            .unwrap()
         })
     });
     let h3 = h.clone();
     g.bench_function("gc_deref_goroutine", |b| {
         b.iter_custom(|iters| {
-            let h = h3.clone();
-            goro::spawn(move || {
-                let t = Instant::now();
+            on_goroutine(h3.clone(), move |h| {
                 for _ in 0..iters {
-                    let r: &Gc<[u64; 6]> = black_box(&h);
+                    let r: &Gc<[u64; 6]> = black_box(h);
                     black_box(r[0]);
                 }
-                t.elapsed()
             })
-            .join()
-            .unwrap()
         })
     });
     g.bench_function("stack_root_thread", |b| {
@@ -63,6 +53,17 @@ fn micro(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// Times `f` on a goroutine (a root is uncounted only on a goroutine's stack).
+fn on_goroutine(h: Gc<[u64; 6]>, f: impl FnOnce(&Gc<[u64; 6]>) + Send + 'static) -> Duration {
+    goro::spawn(move || {
+        let t = Instant::now();
+        f(&h);
+        t.elapsed()
+    })
+    .join()
+    .unwrap()
 }
 
 criterion_group!(benches, micro);

@@ -56,6 +56,16 @@ fn collect_n(n: usize) {
     }
 }
 
+/// `n` forced cycles, after which no object may have been dropped since `before` drops.
+fn collect_keeping(n: usize, before: usize) {
+    collect_n(n);
+    assert_eq!(
+        DROPS.load(Ordering::Relaxed),
+        before,
+        "a rooted object was freed"
+    );
+}
+
 #[test]
 fn a_parked_goroutines_root_is_its_objects_only_reference() {
     let _s = serial();
@@ -83,29 +93,15 @@ fn a_parked_goroutines_root_is_its_objects_only_reference() {
                 ok(&r, i * 10);
             }));
         }
-        for _ in 0..200 {
-            back_rx.recv().unwrap();
-        }
-        collect_n(3);
-        assert_eq!(
-            DROPS.load(Ordering::Relaxed),
-            before,
-            "a rooted object was freed"
-        );
-        for _ in 0..200 {
-            tx.send(()).unwrap();
-        }
-        for _ in 0..200 {
-            back_rx.recv().unwrap();
-        }
-        collect_n(2);
-        assert_eq!(
-            DROPS.load(Ordering::Relaxed),
-            before,
-            "a rooted object was freed"
-        );
-        for _ in 0..200 {
-            tx.send(()).unwrap();
+        // Twice: all 200 park holding their roots, cycles run, then they are let go.
+        for cycles in [3, 2] {
+            for _ in 0..200 {
+                back_rx.recv().unwrap();
+            }
+            collect_keeping(cycles, before);
+            for _ in 0..200 {
+                tx.send(()).unwrap();
+            }
         }
         for h in hs {
             h.join().unwrap();
@@ -326,13 +322,8 @@ fn roots_of_goroutines_that_never_switch_out_are_scanned_where_they_stand() {
         std::thread::yield_now();
     }
     let start = std::time::Instant::now();
-    collect_n(4);
+    collect_keeping(4, before);
     let took = start.elapsed();
-    assert_eq!(
-        DROPS.load(Ordering::Relaxed),
-        before,
-        "a rooted object was freed"
-    );
     stop.store(true, Ordering::Relaxed);
     rt.join().unwrap();
     assert!(
@@ -395,12 +386,7 @@ fn a_root_held_across_an_await_in_block_on_is_on_the_parked_stack() {
         while !gate.arrived.load(Ordering::Acquire) {
             goro::yield_now();
         }
-        collect_n(3);
-        assert_eq!(
-            DROPS.load(Ordering::Relaxed),
-            before,
-            "a rooted object was freed"
-        );
+        collect_keeping(3, before);
         gate.open.store(true, Ordering::Release);
         if let Some(w) = gate.waker.lock().unwrap().take() {
             w.wake();
@@ -449,12 +435,7 @@ fn a_goroutine_queued_behind_an_m_in_blocking_does_not_hold_a_cycle() {
     while !ready.load(Ordering::Acquire) {
         std::thread::yield_now();
     }
-    collect_n(3);
-    assert_eq!(
-        DROPS.load(Ordering::Relaxed),
-        before,
-        "a rooted object was freed"
-    );
+    collect_keeping(3, before);
     stop.store(true, Ordering::Release);
     let waited = rt.join().unwrap();
     assert!(
